@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,6 +220,236 @@ def config_show(app: App) -> None:
         click.echo(json.dumps(config.model_dump(mode="json"), indent=2))
     else:
         click.echo(config_as_toml(config), nl=False)
+
+
+class TokenCount(click.ParamType):
+    """Integers with k/M suffixes: ``500k`` → 500000."""
+
+    name = "count"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace("_", "").replace(",", "")
+        scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+        try:
+            number = float(text[:-1] if scale > 1 else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a count; use e.g. 200000, 500k or 2M", param, ctx)
+        if number <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return int(number * scale)
+
+
+def model_options(func: Any) -> Any:
+    """Options shared by commands that run the subject model and SAE."""
+    options = [
+        click.option("--model", help="Subject model: HF id, local dir, .gguf file, or the "
+                     "offline default. Example: --model gemma-3-270m"),
+        click.option("--layer", type=int, help="Layer whose residual output is hooked. "
+                     "Example: --layer 6"),
+        click.option("--sae", help="SAE: 'default' (trained once, cached), a local sae-lens dir, "
+                     "or RELEASE:SAE_ID. Example: --sae gemma-scope-2-270m-pt-res:"
+                     "layer_9_width_16k_l0_medium"),
+        click.option("--corpus", help="Text source: wikipedia-sample, python-docs, a .txt/.jsonl/"
+                     ".csv/.parquet file or glob, or hf:NAME[:CONFIG][:SPLIT]. "
+                     "Example: --corpus python-docs"),
+        click.option("--text-field", help="Text column of jsonl/csv/parquet/hf sources. "
+                     "Example: --text-field body"),
+        click.option("--device", help="torch device (default: CUDA if present). "
+                     "Example: --device cpu"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def model_overrides(model: str | None, layer: int | None, sae: str | None, corpus: str | None,
+                    text_field: str | None, device: str | None) -> dict[str, Any]:
+    """Map the shared model options onto dotted config keys."""
+    return {"subject.model": model, "subject.layer": layer, "sae.sae": sae,
+            "corpus.source": corpus, "corpus.text_field": text_field, "subject.device": device}
+
+
+# ---------------------------------------------------------------------------------------------
+# collect
+
+
+@cli.command("collect")
+@model_options
+@click.option("--features", help="Feature indices: 0:512, 1,5,9 or all (default from config: "
+              "0:64). Example: --features 0:512")
+@click.option("--tokens", type=TokenCount(), help="Corpus tokens to stream (k/M suffixes). "
+              "Example: --tokens 500k")
+@click.option("--window", type=int, help="Tokens per context window, BOS included. "
+              "Example: --window 64")
+@click.option("--batch-size", type=int, help="Windows per forward pass. Example: --batch-size 8")
+@click.option("--seed", type=int, help="Seed for the train/test document split and sampling. "
+              "Example: --seed 0")
+@click.option("--force", is_flag=True, help="Re-collect even if this exact collection exists. "
+              "Example: --force")
+@pass_app
+def collect_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
+                corpus: str | None, text_field: str | None, device: str | None,
+                features: str | None, tokens: int | None, window: int | None,
+                batch_size: int | None, seed: int | None, force: bool) -> None:
+    """Collect top, quantile and random contexts and statistics for SAE features.
+
+    Runs the model to the hooked layer over the corpus, encodes with the SAE, and keeps per
+    feature its top-activating windows (train and test documents separately), quantile samples,
+    inactive random windows and activation statistics. Re-running the same collection is a
+    no-op; new features are added incrementally.
+
+    \b
+    Example:
+      autolabel collect --features 0:512 --tokens 500k
+      autolabel collect --model gemma-3-270m --layer 6 --sae default --corpus python-docs
+    """
+    from autolabel.pipeline import collect_stage
+    from autolabel.views import progress_bar
+
+    app.overrides.update(model_overrides(model, layer, sae, corpus, text_field, device))
+    app.overrides.update({"collect.features": features, "collect.tokens": tokens,
+                          "corpus.window": window, "collect.batch_size": batch_size,
+                          "corpus.seed": seed})
+    config, database = app.config(), app.database()
+    with progress_bar("training default SAE", "tok") as sae_bar, \
+            progress_bar("collecting", "tok") as bar:
+        summary = collect_stage(config, database, force=force, progress=bar,
+                                sae_progress=sae_bar)
+    done = summary.features - summary.already_done
+    app.emit(summary.__dict__ | {"tokens_per_second": summary.tokens_per_second},
+             f"Collected {done} features of SAE {summary.sae!r} over {summary.tokens:,} tokens "
+             f"({summary.tokens_per_second:,.0f} tok/s); {summary.already_done} were already done."
+             f"\nNext: autolabel features list --sae {summary.sae}")
+
+
+# ---------------------------------------------------------------------------------------------
+# sae
+
+
+@cli.group("sae", cls=AutolabelGroup)
+def sae_group() -> None:
+    """Train and inspect sparse autoencoders.
+
+    \b
+    Example:
+      autolabel sae train --layer 6 --d-sae 4096 --tokens 200k
+    """
+
+
+@sae_group.command("train")
+@model_options
+@click.option("--d-sae", type=int, help="Number of latents. Example: --d-sae 4096")
+@click.option("--k", "k", type=int, help="Active latents per token. Example: --k 32")
+@click.option("--architecture", type=click.Choice(["batchtopk", "topk"]),
+              help="SAE architecture. Example: --architecture batchtopk")
+@click.option("--tokens", type=TokenCount(), help="Training tokens (100k more are held out for "
+              "the report). Example: --tokens 200k")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Save here instead of the cache (sae-lens format). Example: --out my-sae")
+@pass_app
+def sae_train(app: App, model: str | None, layer: int | None, sae: str | None,
+              corpus: str | None, text_field: str | None, device: str | None,
+              d_sae: int | None, k: int | None, architecture: str | None, tokens: int | None,
+              out: Path | None) -> None:
+    """Train a small TopK/BatchTopK SAE with sae-lens and record it in the database.
+
+    Reports explained variance, L0 and the dead-latent fraction on held-out tokens. Without
+    --out it becomes the cached offline default SAE for this model and layer.
+
+    \b
+    Example:
+      autolabel sae train --layer 6 --d-sae 4096 --k 32 --tokens 200k
+    """
+    from autolabel.pipeline import sae_train_stage
+    from autolabel.views import progress_bar
+
+    app.overrides.update(model_overrides(model, layer, sae, corpus, text_field, device))
+    app.overrides.update({"sae.d_sae": d_sae, "sae.k": k, "sae.architecture": architecture,
+                          "sae.train_tokens": tokens})
+    config, database = app.config(), app.database()
+    with progress_bar("training SAE", "tok") as bar:
+        report, name = sae_train_stage(config, database, out, bar)
+    app.emit({"name": name, **report.__dict__, "path": str(report.path)},
+             f"Trained SAE {name!r} in {report.seconds:.0f}s → {report.path}\n"
+             f"held-out explained variance {report.explained_variance:.3f}, "
+             f"L0 {report.l0:.1f}, dead latents {report.dead_fraction:.1%}")
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+
+
+@cli.group("features", cls=AutolabelGroup)
+def features_group() -> None:
+    """List and inspect collected features.
+
+    \b
+    Example:
+      autolabel features list
+      autolabel features show default:12
+    """
+
+
+@features_group.command("list")
+@click.option("--sae", help="SAE name (default: the newest). Example: --sae default")
+@click.option("--limit", type=int, default=50, show_default=True,
+              help="Rows to show. Example: --limit 20")
+@click.option("--offset", type=int, default=0, help="Rows to skip. Example: --offset 100")
+@pass_app
+def features_list(app: App, sae: str | None, limit: int, offset: int) -> None:
+    """List collected features with density, max activation and a histogram sparkline.
+
+    \b
+    Example:
+      autolabel features list --sae default --limit 20
+      autolabel --json features list
+    """
+    from autolabel.store import list_features
+    from autolabel.views import features_table
+
+    database = app.database()
+    with database.session() as session:
+        record, rows, total = list_features(session, sae, limit, offset)
+        data = [{"feature": f"{record.name}:{f.index}", "index": f.index,
+                 "density": f.density, "max_activation": f.max_activation,
+                 "mean_firing_activation": f.mean_firing_activation} for f in rows]
+        table = features_table(record, rows, total)
+    if app.json_output:
+        app.emit({"sae": record.name, "total": total, "features": data}, "")
+    else:
+        from rich.console import Console
+
+        Console().print(table)
+
+
+@features_group.command("show")
+@click.argument("feature")
+@click.option("--limit", type=int, default=8, show_default=True,
+              help="Contexts per group. Example: --limit 5")
+@pass_app
+def features_show(app: App, feature: str, limit: int) -> None:
+    """Show a feature: statistics, histogram and highlighted contexts.
+
+    FEATURE is SAE:INDEX (e.g. default:12) or just INDEX for the newest SAE.
+
+    \b
+    Example:
+      autolabel features show default:12
+    """
+    from autolabel.store import feature_payload
+    from autolabel.views import print_feature_payload
+
+    database = app.database()
+    payload = feature_payload(database, feature)
+    if app.json_output:
+        app.emit(payload.as_json(), "")
+    else:
+        from rich.console import Console
+
+        print_feature_payload(Console(), payload, limit)
 
 
 def main() -> None:

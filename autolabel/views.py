@@ -1,0 +1,158 @@
+"""Console renderings (rich): feature cards, highlighted contexts, sparklines, tables.
+
+Kept apart from the CLI so commands stay thin and so the same renderings serve every command
+that shows features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import ProgressColumn, Task
+from rich.table import Table
+from rich.text import Text
+
+from autolabel.db import Feature, SAERecord
+from autolabel.store import FeaturePayload, StoredExample
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(counts: Sequence[float]) -> str:
+    """Unicode sparkline of a histogram (empty bins show as the lowest block)."""
+    if not counts:
+        return ""
+    top = max(counts) or 1
+    return "".join(BLOCKS[min(len(BLOCKS) - 1, int(c / top * (len(BLOCKS) - 1) + 0.5))]
+                   for c in counts)
+
+
+def token_text(token: str) -> str:
+    """Make a decoded token printable: newlines and tabs become visible escapes."""
+    return token.replace("\n", "⏎").replace("\t", "⇥")
+
+
+def highlight(tokens: Sequence[str], acts: np.ndarray, scale: float) -> Text:
+    """Tokens with a green background whose intensity follows activation / ``scale``."""
+    text = Text()
+    for tok, act in zip(tokens, acts, strict=False):
+        level = 0.0 if scale <= 0 else float(min(1.0, max(0.0, act / scale)))
+        if level <= 0:
+            text.append(token_text(tok))
+            continue
+        shade = int(40 + 180 * level)
+        style = f"bold black on rgb({255 - shade},{255},{255 - shade})"
+        text.append(token_text(tok), style=style)
+    return text
+
+
+def feature_stats_table(sae: SAERecord, feature: Feature) -> Table:
+    """Key statistics of one feature, with its activation histogram as a sparkline."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    hist = (feature.histogram or {}).get("counts", [])
+    edges = (feature.histogram or {}).get("edges", [])
+    span = f" ({edges[0]:.3g} … {edges[-1]:.3g}, log bins)" if edges else ""
+    rows = [
+        ("SAE", f"{sae.name}  [{sae.hook_name}, d_sae={sae.d_sae}]"),
+        ("density", f"{feature.density:.4%} of {feature.n_tokens:,} tokens"),
+        ("max / mean (firing)",
+         f"{feature.max_activation:.3g} / {feature.mean_firing_activation:.3g}"),
+        ("histogram", sparkline(hist) + span),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def examples_panel(title: str, examples: Sequence[StoredExample], scale: float,
+                   decode: Callable[[Sequence[int]], list[str]], limit: int) -> Panel:
+    """A panel of highlighted contexts, strongest first."""
+    lines: list[Any] = []
+    for ex in sorted(examples, key=lambda e: -e.max_activation)[:limit]:
+        label = Text(f"{ex.max_activation:8.3g}  ", style="dim")
+        lines.append(label + highlight(decode(ex.token_ids.tolist()), ex.activations, scale))
+    body: Any = Group(*lines) if lines else Text("(none)", style="dim")
+    return Panel(body, title=title, title_align="left")
+
+
+def print_feature(console: Console, sae: SAERecord, feature: Feature,
+                  examples: Sequence[StoredExample],
+                  decode: Callable[[Sequence[int]], list[str]], limit: int = 8) -> None:
+    """Print a feature card: statistics then top, quantile and random contexts."""
+    console.rule(f"[bold]{sae.name}:{feature.index}")
+    console.print(feature_stats_table(sae, feature))
+    scale = feature.max_activation
+    for split in ("train", "test"):
+        for kind in ("top", "quantile", "random"):
+            chosen = [e for e in examples if e.split == split and e.kind == kind]
+            if chosen:
+                title = f"{split} · {kind} ({len(chosen)})"
+                console.print(examples_panel(title, chosen, scale, decode, limit))
+
+
+def features_table(sae: SAERecord, features: Sequence[Feature], total: int) -> Table:
+    """One row per feature: index, density, max activation, histogram."""
+    table = Table(title=f"{sae.name}: {len(features)} of {total} collected features")
+    for col in ("feature", "density", "max act", "histogram"):
+        table.add_column(col, justify="right" if col != "histogram" else "left")
+    for f in features:
+        counts = (f.histogram or {}).get("counts", [])
+        table.add_row(f"{sae.name}:{f.index}", f"{f.density:.3%}", f"{f.max_activation:.3g}",
+                      sparkline(counts))
+    return table
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (blank until rich has measured a speed)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s", style="cyan")
+
+
+@contextmanager
+def progress_bar(description: str, unit: str = "tok", enabled: bool = True
+                 ) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar with rate and ETA; yields an ``update(done, total)`` callback.
+
+    Drawn on stderr so ``--json`` output on stdout stays clean; disabled when not a terminal.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               RateColumn(unit),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def print_feature_payload(console: Console, payload: FeaturePayload, limit: int = 8) -> None:
+    """Print a feature card from a loaded payload."""
+    print_feature(console, payload.sae, payload.feature, payload.examples, payload.decode, limit)
