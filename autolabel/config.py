@@ -25,6 +25,7 @@ ENV_PREFIX = "AUTOLABEL_"
 RESERVED_ENV = {"AUTOLABEL_DEBUG", "AUTOLABEL_CACHE_DIR", "AUTOLABEL_CONFIG"}
 ExplainerName = Literal["llm", "tokens"]
 ScorerName = Literal["simulation", "detection", "fuzzing"]
+StageName = Literal["collect", "explain", "score", "embed", "audit"]
 
 
 def _explainers(*names: ExplainerName) -> list[ExplainerName]:
@@ -32,6 +33,10 @@ def _explainers(*names: ExplainerName) -> list[ExplainerName]:
 
 
 def _scorers(*names: ScorerName) -> list[ScorerName]:
+    return list(names)
+
+
+def _stages(*names: StageName) -> list[StageName]:
     return list(names)
 
 
@@ -95,8 +100,11 @@ class LLMConfig(Section):
     concurrency: int = Field(8, gt=0)
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0)
-    temperature: float = Field(0.0, ge=0.0)
+    temperature: float | None = Field(
+        None, ge=0.0, description="sampling temperature; default 0 for k=1, 0.7 for best-of-k"
+    )
     max_cost: float | None = Field(None, ge=0.0, description="USD budget per run")
+    max_total_tokens: int | None = Field(None, gt=0, description="LLM token budget per run")
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="model -> (USD per 1M input tokens, per 1M output)"
     )
@@ -127,9 +135,29 @@ class SearchConfig(Section):
 class AuditConfig(Section):
     """Bias audit thresholds."""
 
-    pairs: str = "builtin"
-    q_threshold: float = Field(0.05, gt=0.0, lt=1.0)
-    effect_threshold: float = Field(0.5, gt=0.0)
+    pairs: str = Field("builtin", description="builtin[,crows:PATH][,winobias:DIR]")
+    q_threshold: float = Field(0.05, gt=0.0, lt=1.0, description="BH q below which to flag")
+    effect_threshold: float = Field(0.5, gt=0.0, description="minimum |d_z| to flag")
+    specificity: float = Field(
+        2.0, ge=0.0, description="category effect must be this many times the strongest "
+        "neutral-swap effect (0 disables)"
+    )
+    embed_threshold: float = Field(0.30, gt=0.0, lt=1.0, description="tier-1 cosine threshold")
+    n_boot: int = Field(1000, gt=0, description="bootstrap resamples for d_z CIs")
+    n_random: int = Field(200, ge=0, description="random residual directions as a baseline")
+    seed: int = 0
+    taxonomy: str | None = Field(None, description="JSON file overriding/extending categories")
+    out_dir: str | None = Field(None, description="report folder for `autolabel run` "
+                                "(default: <user data dir>/reports/<sae>)")
+
+
+class RunConfig(Section):
+    """The nightly batch (`autolabel run`)."""
+
+    stages: list[StageName] = Field(
+        default_factory=lambda: _stages("collect", "explain", "score", "embed", "audit")
+    )
+    deadline: float | None = Field(None, gt=0, description="seconds; stop cleanly after this")
 
 
 class Config(Section):
@@ -145,6 +173,7 @@ class Config(Section):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
 
 def cache_dir() -> Path:

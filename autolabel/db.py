@@ -538,8 +538,20 @@ def schema_drift(engine: Engine) -> list[Any]:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": _include_in_drift}
+        )
         return list(compare_metadata(ctx, Base.metadata))
+
+
+#: Objects the search migration (0002) creates outside the models: the FTS5 table and its
+#: shadow tables (SQLite), the generated tsvector column and its GIN index (PostgreSQL).
+SEARCH_OBJECT_PREFIX = "search_"
+
+
+def _include_in_drift(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Drift check filter: skip the search-index objects, compare everything else."""
+    return not (name or "").startswith(SEARCH_OBJECT_PREFIX)
 
 
 @contextlib.contextmanager

@@ -300,6 +300,7 @@ class FeaturePayload:
     feature: Feature
     examples: list[StoredExample]
     tokens: dict[int, str]  # token id -> decoded text, for every id in the examples
+    explanations: list[dict[str, Any]]
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         """Token strings for a window."""
@@ -312,7 +313,7 @@ class FeaturePayload:
             "feature": f"{self.sae.name}:{f.index}", "sae": self.sae.name, "index": f.index,
             "density": f.density, "max_activation": f.max_activation,
             "mean_activation": f.mean_activation, "n_tokens": f.n_tokens,
-            "histogram": f.histogram,
+            "histogram": f.histogram, "explanations": self.explanations,
             "examples": [
                 {"split": e.split, "kind": e.kind, "bin": e.bin, "rank": e.rank,
                  "document_id": e.document_id, "start": e.start,
@@ -340,9 +341,139 @@ def feature_payload(database: Any, ref: str) -> FeaturePayload:
         sae, feature = get_feature(session, ref)
         examples = load_examples(session, feature.id)
         model_id = feature_model_id(session, feature)
+        explanations = feature_explanations(session, feature.id)
     ids = sorted({int(i) for e in examples for i in e.token_ids})
     tokens: dict[int, str] = {}
     if ids and model_id:
         tokenizer = load_tokenizer(model_id)
         tokens = {i: tokenizer.decode([i]) for i in ids}
-    return FeaturePayload(sae=sae, feature=feature, examples=examples, tokens=tokens)
+    return FeaturePayload(sae=sae, feature=feature, examples=examples, tokens=tokens,
+                          explanations=explanations)
+
+
+def select_features(session: Session, sae_id: int, spec: str | None,
+                    d_sae: int) -> list[Feature]:
+    """Collected features of an SAE, optionally restricted by a range spec like ``0:64``."""
+    query = select(Feature).where(Feature.sae_id == sae_id, Feature.collection_id.is_not(None))
+    if spec:
+        query = query.where(Feature.index.in_(parse_feature_range(spec, d_sae)))
+    return list(session.scalars(query.order_by(Feature.index)))
+
+
+class TokenDecoder:
+    """Token id -> text, memoised (one tokenizer call per distinct id per run)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, ids: Sequence[int]) -> list[str]:
+        missing = sorted({int(i) for i in ids} - self.cache.keys())
+        if missing:
+            texts = self.tokenizer.batch_decode([[i] for i in missing])
+            self.cache.update(zip(missing, texts, strict=True))
+        return [self.cache[int(i)] for i in ids]
+
+
+def existing_explanations(session: Session, feature_ids: Sequence[int], explainer: str,
+                          llm_model: str, prompt_hash: str) -> dict[tuple[int, int], Any]:
+    """(feature id, candidate) -> Explanation row for one explainer identity."""
+    from autolabel.db import Explanation
+
+    rows = session.scalars(select(Explanation).where(
+        Explanation.feature_id.in_(list(feature_ids)), Explanation.explainer == explainer,
+        Explanation.llm_model == llm_model, Explanation.prompt_hash == prompt_hash))
+    return {(r.feature_id, r.candidate): r for r in rows}
+
+
+def ok_explanations(session: Session, feature_ids: Sequence[int]) -> list[Any]:
+    """All ``ok`` explanations of the given features (the ones worth scoring)."""
+    from autolabel.db import Explanation
+
+    return list(session.scalars(select(Explanation).where(
+        Explanation.feature_id.in_(list(feature_ids)), Explanation.status == "ok"
+    ).order_by(Explanation.feature_id, Explanation.id)))
+
+
+def scored_keys(session: Session, explanation_ids: Sequence[int], scorer: str,
+                simulator: str) -> set[int]:
+    """Explanation ids that already have this scorer's score."""
+    from autolabel.db import Score
+
+    return set(session.scalars(select(Score.explanation_id).where(
+        Score.explanation_id.in_(list(explanation_ids)), Score.scorer == scorer,
+        Score.simulator == simulator)))
+
+
+def mark_best(session: Session, feature_ids: Sequence[int], scorer: str = "simulation") -> None:
+    """Per feature, flag the explanation with the highest score of ``scorer`` as best."""
+    from autolabel.db import Explanation, Score
+
+    for fid in feature_ids:
+        rows = session.execute(select(Explanation, Score.value).join(
+            Score, Score.explanation_id == Explanation.id).where(
+            Explanation.feature_id == fid, Score.scorer == scorer, Score.value.is_not(None))
+        ).all()
+        if not rows:
+            continue
+        best = max(rows, key=lambda r: (r[1], -r[0].id))[0]
+        for expl in session.scalars(select(Explanation).where(Explanation.feature_id == fid)):
+            expl.is_best = expl.id == best.id
+
+
+def score_stats(session: Session, sae_name: str | None = None) -> list[dict[str, Any]]:
+    """Score distributions per (SAE, explainer, scorer, simulator), each with its floor."""
+    from autolabel.db import Explanation, Score
+
+    query = (select(SAERecord.name, Explanation.explainer, Score.scorer, Score.simulator,
+                    Score.value, Score.floor_value)
+             .join(Explanation, Score.explanation_id == Explanation.id)
+             .join(Feature, Explanation.feature_id == Feature.id)
+             .join(SAERecord, Feature.sae_id == SAERecord.id))
+    if sae_name:
+        query = query.where(SAERecord.id == find_sae(session, sae_name).id)
+    groups: dict[tuple[str, str, str, str], list[tuple[float | None, float | None]]] = {}
+    for name, explainer, scorer, sim, value, floor in session.execute(query):
+        groups.setdefault((name, explainer, scorer, sim), []).append((value, floor))
+    return [_summarise(key, pairs) for key, pairs in sorted(groups.items())]
+
+
+def _summarise(key: tuple[str, str, str, str],
+               pairs: list[tuple[float | None, float | None]]) -> dict[str, Any]:
+    """Mean/median/quartiles of values and floors, and how often a score beats its floor."""
+    values = np.array([v for v, _ in pairs if v is not None], dtype=float)
+    floors = np.array([f for _, f in pairs if f is not None], dtype=float)
+    both = [(v, f) for v, f in pairs if v is not None and f is not None]
+
+    def stat(arr: np.ndarray, fn: Any) -> float | None:
+        return float(fn(arr)) if arr.size else None
+
+    return {
+        "sae": key[0], "explainer": key[1], "scorer": key[2], "simulator": key[3],
+        "n": len(pairs), "n_valid": int(values.size),
+        "mean": stat(values, np.mean), "median": stat(values, np.median),
+        "p25": stat(values, lambda a: np.percentile(a, 25)),
+        "p75": stat(values, lambda a: np.percentile(a, 75)),
+        "floor_mean": stat(floors, np.mean),
+        "above_floor": (sum(v > f for v, f in both) / len(both)) if both else None,
+    }
+
+
+def feature_explanations(session: Session, feature_id: int) -> list[dict[str, Any]]:
+    """A feature's explanations with status, provenance and scores (each with its floor)."""
+    from autolabel.db import Explanation, Score
+
+    out = []
+    for expl in session.scalars(select(Explanation).where(Explanation.feature_id == feature_id)
+                                .order_by(Explanation.id)):
+        scores = session.scalars(select(Score).where(Score.explanation_id == expl.id)).all()
+        out.append({
+            "id": expl.id, "explainer": expl.explainer, "llm_model": expl.llm_model,
+            "prompt_hash": expl.prompt_hash[:12], "candidate": expl.candidate,
+            "status": expl.status, "text": expl.text, "error": expl.error,
+            "is_best": expl.is_best,
+            "scores": [{"scorer": s.scorer, "simulator": s.simulator, "value": s.value,
+                        "floor": s.floor_value, "status": s.status, "n": s.n_examples}
+                       for s in scores],
+        })
+    return out

@@ -154,5 +154,107 @@ def progress_bar(description: str, unit: str = "tok", enabled: bool = True
 
 
 def print_feature_payload(console: Console, payload: FeaturePayload, limit: int = 8) -> None:
-    """Print a feature card from a loaded payload."""
+    """Print a feature card from a loaded payload, explanations (with scores) first."""
     print_feature(console, payload.sae, payload.feature, payload.examples, payload.decode, limit)
+    if payload.explanations:
+        console.print(explanations_table(payload.explanations))
+
+
+def score_text(value: float | None, floor: float | None) -> str:
+    """``0.41 (0.05)``: a score is never shown without its floor."""
+    if value is None:
+        return "—"
+    return f"{value:.3f} ({'—' if floor is None else f'{floor:.3f}'})"
+
+
+def explanations_table(explanations: Sequence[dict[str, Any]]) -> Table:
+    """A feature's explanation candidates with status, provenance and scores (floors)."""
+    table = Table(title="explanations", title_justify="left", show_lines=False)
+    for col in ("", "explainer", "status", "explanation", "scores: value (floor)", "provenance"):
+        table.add_column(col)
+    for e in explanations:
+        scores = "\n".join(f"{s['scorer']}[{s['simulator'] or '-'}] "
+                           f"{score_text(s['value'], s['floor'])}" for s in e["scores"])
+        text = e["text"] if e["status"] == "ok" else f"[dim]{e['error'] or ''}[/dim]"
+        table.add_row("★" if e["is_best"] else "", e["explainer"], e["status"], text or "",
+                      scores or "—",
+                      f"{e['llm_model'] or '-'} · prompt {e['prompt_hash']} · #{e['candidate']}")
+    return table
+
+
+def search_table(query: str, hits: Sequence[Any]) -> Table:
+    """Search results: feature, explanation, best score (floor), density."""
+    table = Table(title=f"search: {query!r} ({len(hits)} results)", title_justify="left")
+    for col in ("#", "feature", "explanation", "score (floor)", "density"):
+        table.add_column(col)
+    for hit in hits:
+        table.add_row(str(hit.rank), hit.feature, hit.explanation,
+                      score_text(hit.score, hit.floor), f"{hit.density:.3%}")
+    return table
+
+
+def stats_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """Score distributions per SAE/explainer/scorer with floors."""
+    table = Table(title="score distributions (floor = same scorer on a wrong explanation)",
+                  title_justify="left")
+    for col in ("sae", "explainer", "scorer", "simulator", "n", "mean (floor)", "median",
+                "p25–p75", "> floor"):
+        table.add_column(col)
+    for r in rows:
+        spread = "—" if r["p25"] is None else f"{r['p25']:.3f}–{r['p75']:.3f}"
+        beats = "—" if r["above_floor"] is None else f"{r['above_floor']:.0%}"
+        median = "—" if r["median"] is None else f"{r['median']:.3f}"
+        table.add_row(r["sae"], r["explainer"], r["scorer"], r["simulator"] or "-",
+                      str(r["n"]), score_text(r["mean"], r["floor_mean"]), median, spread, beats)
+    return table
+
+
+@contextmanager
+def stage_progress(enabled: bool = True) -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """One rich progress display for a whole run; yields ``factory(stage) -> update``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda stage: (lambda done, total: None)
+        return
+    columns = (TextColumn("[bold]{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+               RateColumn("/s"))
+    with Progress(*columns, console=console) as bar:
+        def factory(stage: str) -> Callable[[int, int], None]:
+            task = bar.add_task(stage, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        yield factory
+
+
+def run_table(summary: Any) -> Table:
+    """The run summary: one row per stage with status, time and the headline numbers."""
+    table = Table(title=f"autolabel run {summary.run_id}: {summary.status} "
+                  f"in {summary.seconds:.0f}s", title_justify="left")
+    for col in ("stage", "status", "seconds", "result"):
+        table.add_column(col)
+    for stage in summary.stages:
+        table.add_row(stage.stage, stage.status, f"{stage.seconds:.1f}",
+                      _stage_headline(stage.stage, stage.summary))
+    return table
+
+
+def _stage_headline(stage: str, s: dict[str, Any]) -> str:
+    """A short human line per stage."""
+    if not s:
+        return ""
+    if stage == "collect":
+        return (f"{s['features'] - s['already_done']} collected, {s['already_done']} already "
+                f"done ({s['tokens']:,} tokens)")
+    if stage == "explain":
+        return f"{s['created']} features explained, {s['skipped']} already done"
+    if stage == "score":
+        return (f"{s['scored']} scored with {s['simulator'] or '-'}, mean "
+                f"{score_text(s['mean_score'], s['mean_floor'])}; {s['skipped']} already done")
+    if stage == "embed":
+        return f"{s['embedded']} embedded ({s['model']})"
+    if stage == "audit":
+        return (f"{s['flagged_features']} of {s['n_features']} features flagged"
+                f"{' (reused)' if s.get('skipped') else ''}")
+    return ""

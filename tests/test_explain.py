@@ -1,0 +1,278 @@
+"""LLM explainer against a scripted client; token-statistics baseline; one slow real run."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from autolabel.errors import BudgetExceeded, ConfigError, LLMError
+from autolabel.explain import Candidate, ExampleText, LLMExplainer, TokenStatsExplainer
+from autolabel.prompting import template_hash
+
+STATUSES = {"ok", "parse_error", "refused", "error"}
+MONTHS = [" January", " March", " May", " July", " October"]
+
+
+@dataclass
+class _Caps:
+    chat: bool = True
+    completions: bool = True
+    echo_logprobs: bool = False
+
+
+@dataclass
+class _Reply:
+    text: str
+    call_id: int | None = None
+
+
+class CircuitOpen(LLMError):
+    """Stands in for the llm helper's circuit-breaker error."""
+
+    circuit_open = True
+
+
+@dataclass
+class ScriptedClient:
+    """Replies from a queue (str or exception); records every request it gets."""
+
+    provider: str = "local"
+    model: str = "fake-model"
+    caps: _Caps = field(default_factory=_Caps)
+    replies: list[Any] = field(default_factory=list)
+    calls: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
+    batch_error: Exception | None = None
+
+    def enqueue(self, *replies: Any) -> None:
+        self.replies.extend(replies)
+
+    def capabilities(self) -> _Caps:
+        return self.caps
+
+    def _next(self) -> _Reply:
+        item = self.replies.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return _Reply(item, call_id=len(self.calls))
+
+    def complete(self, prompt: str, **kw: Any) -> _Reply:
+        self.calls.append(("complete", prompt, kw))
+        return self._next()
+
+    def chat(self, messages: Sequence[dict[str, str]], **kw: Any) -> _Reply:
+        self.calls.append(("chat", list(messages), kw))
+        return self._next()
+
+    def complete_many(self, prompts: Sequence[str], **kw: Any) -> list[_Reply]:
+        self.calls.append(("complete_many", list(prompts), kw))
+        if self.batch_error is not None:
+            raise self.batch_error
+        return [self._next() for _ in prompts]
+
+
+def _example(words: list[str], hot: set[str], doc: str = "d0") -> ExampleText:
+    return ExampleText(tokens=words, activations=[3.0 if w in hot else 0.0 for w in words],
+                       document_id=doc)
+
+
+def _feature() -> list[ExampleText]:
+    return [_example(["We", " met", " in", " May", "."], {" May"}, "d1"),
+            _example(["Back", " in", " July", " again"], {" July"}, "d2")]
+
+
+def test_auto_variant_is_completion_for_local_and_chat_for_remote() -> None:
+    assert LLMExplainer(ScriptedClient(provider="local")).variant == "completion"
+    assert LLMExplainer(ScriptedClient(provider="openai")).variant == "chat"
+    no_chat = ScriptedClient(provider="openai", caps=_Caps(chat=False))
+    assert LLMExplainer(no_chat).variant == "completion"
+    with pytest.raises(ConfigError, match="does not support chat"):
+        LLMExplainer(no_chat, variant="chat")
+
+
+def test_ok_candidate_keeps_raw_reply_and_provenance() -> None:
+    client = ScriptedClient()
+    client.enqueue(" month names, especially in dates.")
+    [cand] = LLMExplainer(client).explain(_feature())
+    assert (cand.status, cand.text, cand.error) == ("ok", "month names, especially in dates",
+                                                    None)
+    assert cand.raw_reply == " month names, especially in dates."
+    assert cand.explainer == "llm" and cand.llm_model == "fake-model" and cand.call_id == 1
+    assert cand.prompt_hash == template_hash("explain_completion.j2")
+    assert cand.settings["template_version"] == "explain-completion/1"
+    kind, prompt, kw = client.calls[0]
+    assert kind == "complete" and prompt.endswith("fires on") and " May\t10" in prompt
+    assert kw["temperature"] == 0.0 and kw["stop"] == ["\n"] and kw["max_tokens"] == 60
+
+
+def test_failed_replies_are_statuses_with_raw_text() -> None:
+    client = ScriptedClient()
+    client.enqueue(" May\t10\n July\t10", "I cannot help with that.", "")
+    explainer = LLMExplainer(client)
+    got = [explainer.explain(_feature())[0] for _ in range(3)]
+    assert [c.status for c in got] == ["parse_error", "refused", "parse_error"]
+    assert all(c.text is None and c.error for c in got)
+    assert got[1].raw_reply == "I cannot help with that."
+
+
+def test_k_candidates_are_sampled_with_distinct_seeds() -> None:
+    client = ScriptedClient()
+    client.enqueue("month names", "dates", "calendar months")
+    cands = LLMExplainer(client, k=3).explain(_feature())
+    assert [c.candidate for c in cands] == [0, 1, 2]
+    assert [c.text for c in cands] == ["month names", "dates", "calendar months"]
+    assert [kw["seed"] for _, _, kw in client.calls] == [0, 1, 2]
+    assert all(kw["temperature"] == 0.7 for _, _, kw in client.calls)
+    with pytest.raises(ConfigError, match="temperature > 0"):
+        LLMExplainer(client, k=2, temperature=0.0)
+
+
+def test_llm_error_becomes_status_error() -> None:
+    client = ScriptedClient()
+    client.enqueue(LLMError("server returned 500; retry later"), "month names")
+    explainer = LLMExplainer(client)
+    [failed] = explainer.explain(_feature())
+    assert failed.status == "error" and "500" in (failed.error or "")
+    assert failed.text is None and failed.raw_reply is None
+    assert explainer.explain(_feature())[0].status == "ok"
+
+
+def test_budget_and_circuit_breaker_propagate() -> None:
+    client = ScriptedClient()
+    client.enqueue(BudgetExceeded("max_cost reached"), CircuitOpen("breaker open"))
+    explainer = LLMExplainer(client)
+    with pytest.raises(BudgetExceeded):
+        explainer.explain(_feature())
+    with pytest.raises(CircuitOpen):
+        explainer.explain(_feature())
+
+
+def test_open_breaker_on_the_client_propagates() -> None:
+    """OpenAIClient keeps a ``.breaker``; once it is open its errors must stop the stage."""
+    client = ScriptedClient(provider="openai")
+    client.breaker = type("Breaker", (), {"open": True})()  # type: ignore[attr-defined]
+    client.enqueue(LLMError("LLM server failed 5 times in a row"))
+    with pytest.raises(LLMError, match="in a row"):
+        LLMExplainer(client).explain(_feature())
+
+
+def test_consecutive_errors_stop_the_stage() -> None:
+    client = ScriptedClient()
+    client.enqueue(*[LLMError("connection refused")] * 3)
+    explainer = LLMExplainer(client, max_consecutive_errors=3)
+    assert explainer.explain(_feature())[0].status == "error"
+    assert explainer.explain(_feature())[0].status == "error"
+    with pytest.raises(LLMError, match="3 LLM calls failed in a row"):
+        explainer.explain(_feature())
+
+
+def test_explain_many_batches_and_skips_dead_features() -> None:
+    client = ScriptedClient()
+    client.enqueue("month names", "numbers", "month names again", "digits")
+    dead = [ExampleText(["a", "b"], [0.0, 0.0], "d9")]
+    numbers = [_example(["It", " cost", " 12", " dollars"], {" 12"})]
+    out = LLMExplainer(client, k=2).explain_many([_feature(), dead, numbers])
+    assert [len(c) for c in out] == [2, 2, 2]
+    assert [c.text for c in out[0]] == ["month names", "month names again"]
+    assert [c.text for c in out[2]] == ["numbers", "digits"]
+    assert all(c.status == "error" and "no activating" in (c.error or "") for c in out[1])
+    assert [kind for kind, _, _ in client.calls] == ["complete_many", "complete_many"]
+    assert [len(p) for _, p, _ in client.calls] == [2, 2]
+    assert [kw["seed"] for _, _, kw in client.calls] == [0, 1]
+
+
+def test_failed_batch_falls_back_to_single_calls() -> None:
+    client = ScriptedClient(batch_error=LLMError("batch too large"))
+    client.enqueue(LLMError("bad prompt"), "numbers")
+    out = LLMExplainer(client).explain_many([_feature(), _feature()])
+    assert [c[0].status for c in out] == ["error", "ok"]
+    client = ScriptedClient(batch_error=BudgetExceeded("spent"))
+    with pytest.raises(BudgetExceeded):
+        LLMExplainer(client).explain_many([_feature()])
+
+
+def test_chat_variant_sends_messages() -> None:
+    client = ScriptedClient(provider="openai")
+    client.enqueue("Explanation: month names.")
+    out = LLMExplainer(client).explain_many([_feature()])
+    assert out[0][0].text == "month names"
+    kind, messages, kw = client.calls[0]
+    assert kind == "chat" and messages[0]["role"] == "system" and kw["stop"] is None
+    assert " July\t10" in messages[-1]["content"]
+
+
+# --------------------------------------------------------------------------- token statistics
+
+
+def _months_feature(seed: int = 0) -> tuple[list[ExampleText], dict[str, float]]:
+    """Months fire (after " in"); filler words are common in the background."""
+    rng = random.Random(seed)
+    filler = [" the", " we", " went", " to", " a", " park", ",", ".", " and", " it"]
+    examples = []
+    for i in range(12):
+        words = [rng.choice(filler) for _ in range(10)]
+        pos = rng.randrange(1, 9)
+        words[pos - 1], words[pos] = " in", MONTHS[i % len(MONTHS)]
+        acts = [0.0] * 10
+        acts[pos] = 2.0 + rng.random() * 3
+        acts[(pos + 3) % 10] = 0.1 if words[(pos + 3) % 10] == " the" else 0.0
+        examples.append(ExampleText(words, acts, f"doc{i}"))
+    background = {t: 1000.0 for t in filler} | {" in": 800.0} | {m: 5.0 for m in MONTHS}
+    return examples, background
+
+
+def test_token_stats_names_month_tokens() -> None:
+    examples, background = _months_feature()
+    cand = TokenStatsExplainer().explain(examples, background)
+    assert cand.status == "ok" and cand.text is not None
+    named = [m for m in MONTHS if f'"{m}"' in cand.text]
+    assert len(named) == 3
+    assert cand.text.startswith("tokens ") and cand.text.endswith('(often after " in")')
+    assert '" the"' not in cand.text
+    assert (cand.explainer, cand.llm_model, cand.call_id) == ("tokens", "", None)
+    assert len(cand.prompt_hash) == 64
+
+
+def test_token_stats_is_deterministic_and_handles_silence() -> None:
+    examples, background = _months_feature()
+    runs = {TokenStatsExplainer().explain(examples, background).text for _ in range(3)}
+    shuffled = list(reversed(examples))
+    runs.add(TokenStatsExplainer().explain(shuffled, background).text)
+    assert len(runs) == 1
+    dead = [ExampleText(["a"], [0.0], "d")]
+    cand = TokenStatsExplainer().explain(dead, background)
+    assert cand.status == "error" and cand.text is None and cand.error
+    assert TokenStatsExplainer().explain(examples, {}).status == "ok"
+
+
+def test_candidates_are_plain_dataclasses() -> None:
+    cand = TokenStatsExplainer().explain(*_months_feature())
+    assert isinstance(cand, Candidate) and cand.settings["algorithm"] == "token-stats/1"
+
+
+# --------------------------------------------------------------------------- real local model
+
+
+@pytest.mark.slow
+def test_local_client_explains_synthetic_features() -> None:
+    llm = pytest.importorskip("autolabel.llm")
+    client = llm.LocalClient()
+    features = [
+        [_example(["On", " 3", " March", " we", " left"], {" March"}),
+         _example(["Late", " in", " October", ",", " snow"], {" October"})],
+        [_example(["It", " cost", " 12", " dollars"], {" 12"}),
+         _example(["About", " 340", " people", " came"], {" 340"})],
+        [_example(["She", " did", " not", " go"], {" not"}),
+         _example(["We", " never", " agreed"], {" never"})],
+    ]
+    out = LLMExplainer(client, max_tokens=24).explain_many(features)
+    for cands in out:
+        assert len(cands) == 1
+        for cand in cands:
+            assert cand.status in STATUSES
+            assert cand.raw_reply is not None or cand.status == "error"
+            if cand.status == "ok":
+                assert cand.text and len(cand.text) <= 300
