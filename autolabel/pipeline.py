@@ -782,7 +782,7 @@ def _audit_stage(config: Config, database: Database, state: dict[str, Any],
     """Bias audit of the collected features, with its report."""
     import sys
 
-    from autolabel.audit import run_audit
+    from autolabel.audit import default_embedder, run_audit
     from autolabel.store import find_sae, select_features
 
     with database.session() as session:
@@ -792,6 +792,7 @@ def _audit_stage(config: Config, database: Database, state: dict[str, Any],
         name = sae.name
     result = run_audit(config, database, pairs=config.audit.pairs,
                        out_dir=default_report_dir(config, name), features=indices,
-                       argv=sys.argv, progress=progress)
+                       argv=sys.argv, progress=progress,
+                       embedder=default_embedder(config.search.embedding_model))
     state["report"] = str(result.html_path)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}

@@ -25,6 +25,7 @@ from sae_lens import SAE
 from torch import Tensor
 
 from autolabel.config import cache_dir
+from autolabel.db import file_sha256
 from autolabel.errors import SAEError
 from autolabel.subject import SubjectModel, env_offline, respect_offline_env
 
@@ -99,7 +100,7 @@ def _load_local(spec: str, path: Path, device: str) -> LoadedSAE:
     digest = hashlib.sha256()
     for file in sorted(path.glob("*.safetensors")):
         if file.name != "sparsity.safetensors":
-            digest.update(_file_sha256(file).encode())
+            digest.update(file_sha256(file).encode())
     return _wrap(sae, spec, None, None, path.resolve(), digest.hexdigest())
 
 
@@ -152,15 +153,6 @@ def _wrap(sae: SAE, spec: str, release: str | None, sae_id: str | None, path: Pa
         architecture=str(training_arch or sae.cfg.architecture()), content_hash=content_hash,
         model_id=model_id or meta.model_name,
     )
-
-
-def _file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _state_sha256(sae: SAE) -> str:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from autolabel.config import cache_dir
+from autolabel.db import file_sha256
 from autolabel.errors import InputError, ModelError
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -162,7 +163,7 @@ def _load_hf(model: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str 
     if local.suffix == ".gguf":
         if not local.is_file():
             raise InputError(f"GGUF file {local} does not exist; check the path.")
-        return *_from_gguf(local, dtype), _sha256(local)
+        return *_from_gguf(local, dtype), file_sha256(local)
     if local.is_dir():
         return *_from_dir(local, dtype), _dir_revision(local)
     if local.exists() or model.startswith((".", "/", "~")):
@@ -282,15 +283,6 @@ def _convert_default(target: Path) -> None:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    """Content hash for provenance (files are read in 1 MiB chunks; GGUFs are ~250 MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dir_revision(path: Path) -> str:

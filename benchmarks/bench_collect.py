@@ -9,14 +9,13 @@ Prints a/b and a/c, then peak RSS of a collection over N and 2N tokens (separate
 
 Targets (issue 3): a/b >= 0.80, a/c >= 3, RSS(2N) <= 1.1 x RSS(N).
 
-    python benchmarks/bench_collect.py --tokens 20000 --rss-tokens 20000
+    python benchmarks/bench_collect.py --tokens 100000 --rss-tokens 50000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -89,41 +88,56 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
 
 
 def rss_child(tokens: int, threads: int) -> int:
-    """Peak RSS (KiB) of a fresh process that runs one full collection over ``tokens``."""
+    """RSS growth (KiB) of a fresh process during one full collection over ``tokens``.
+
+    Measured as the largest RSS seen while collecting minus the RSS once the model and SAE are
+    loaded: the process-wide peak is set by model loading and would hide any growth.
+    """
     code = (
-        "import resource, torch\n"
+        "import resource, psutil, torch\n"
         f"torch.set_num_threads({threads})\n"
         "from autolabel.config import load_config\n"
         "from autolabel.pipeline import load_subject_for, resolve_sae, token_batches\n"
         "from autolabel.collect import collect, CollectSettings\n"
         "c = load_config()\n"
         "s = load_subject_for(c); sae, _ = resolve_sae(c, s)\n"
+        "loaded = psutil.Process().memory_info().rss // 1024\n"
+        "peak = [0]\n"
+        "def tick(n):\n"
+        "    peak[0] = max(peak[0], psutil.Process().memory_info().rss // 1024)\n"
         f"collect(s, sae, token_batches(c, s, {tokens}), list(range(sae.d_sae)), "
-        "CollectSettings())\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "CollectSettings(), progress=tick)\n"
+        "print(loaded, peak[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    loaded, during, _peak = map(int, out.stdout.strip().splitlines()[-1].split())
+    return during - loaded
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=20_000, help="tokens for the ratio runs")
+    parser.add_argument("--tokens", type=int, default=100_000, help="tokens for the ratio runs")
     parser.add_argument("--rss-tokens", type=int, default=20_000, help="N for the RSS runs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rss-only", action="store_true", help="skip the throughput runs")
     args = parser.parse_args()
-    result = throughput(args)
+    result = throughput(args) if not args.rss_only else {}
+    if result:
+        print_throughput(result)
+    rss_n = rss_child(args.rss_tokens, args.threads)
+    rss_2n = rss_child(2 * args.rss_tokens, args.threads)
+    print(f"collection RSS growth: N={args.rss_tokens:,}: {rss_n / 1024:,.0f} MiB; "
+          f"2N: {rss_2n / 1024:,.0f} MiB; ratio {rss_2n / max(rss_n, 1):.3f} (target <= 1.1)")
+    print(json.dumps({**result, "rss_growth_n_kib": rss_n, "rss_growth_2n_kib": rss_2n}))
+
+
+def print_throughput(result: dict[str, float]) -> None:
+    """The ratio lines."""
     print(f"tokens={result['tokens']:,}  (a) full collection {result['a_tok_s']:,.0f} tok/s  "
           f"(b) forward-only {result['b_tok_s']:,.0f} tok/s  (c) naive {result['c_tok_s']:,.0f} "
           f"tok/s")
     print(f"a/b = {result['a_over_b']:.2f}  (target >= 0.80)")
     print(f"a/c = {result['a_over_c']:.2f}  (target >= 3)")
-    rss_n = rss_child(args.rss_tokens, args.threads)
-    rss_2n = rss_child(2 * args.rss_tokens, args.threads)
-    print(f"peak RSS: N={args.rss_tokens:,}: {rss_n / 1024:,.0f} MiB; 2N: {rss_2n / 1024:,.0f} "
-          f"MiB; ratio {rss_2n / rss_n:.3f} (target <= 1.1)")
-    print(json.dumps({**result, "rss_n_kib": rss_n, "rss_2n_kib": rss_2n,
-                      "self_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
 if __name__ == "__main__":

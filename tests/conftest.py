@@ -28,6 +28,16 @@ def _isolated_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_sanity_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulator sanity reports are cached on disk; tests must not share (or leave) them."""
+    import autolabel.scorers as scorers
+
+    monkeypatch.setattr(scorers, "_SANITY_CACHE", {})
+    monkeypatch.setattr(scorers, "_sanity_path",
+                        lambda simulator: tmp_path / "sanity" / f"{abs(hash(simulator.name))}.json")
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     """A click runner (stderr kept apart so error lines can be asserted)."""
