@@ -755,9 +755,18 @@ class Duration(click.ParamType):
               help="Also write the log to this file. Example: --log /var/log/autolabel.log")
 @click.option("--no-cache", is_flag=True, help="Do not answer LLM requests from llm_calls. "
               "Example: --no-cache")
+@click.option("--worker", is_flag=True, help="PostgreSQL only: claim feature batches from a "
+              "shared queue (FOR UPDATE SKIP LOCKED) so several machines share one batch; "
+              "dead workers' batches are reclaimed. Example: --worker")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="Features per claimed batch with --worker. Example: --batch-size 16")
+@click.option("--stale-after", type=Duration(), default="60s", show_default=True,
+              help="With --worker: reclaim a batch whose worker sent no heartbeat for this "
+              "long. Example: --stale-after 2m")
 @pass_app
 def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | None,
-            deadline: float | None, log_file: Path | None, no_cache: bool) -> None:
+            deadline: float | None, log_file: Path | None, no_cache: bool, worker: bool,
+            batch_size: int, stale_after: float) -> None:
     """Run the nightly batch: collect, explain, score, embed, audit (+ report).
 
     Every stage only does work that is missing for the current model, SAE, prompts and LLM, so
@@ -782,6 +791,9 @@ def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | 
     app.overrides.update({"llm.max_cost": max_cost, "llm.max_total_tokens": max_llm_tokens,
                           "run.deadline": deadline})
     config, database = app.config(), app.database()
+    if worker:
+        _run_worker(app, config, database, batch_size, stale_after, not no_cache)
+        return
     with stage_progress(enabled=not app.json_output) as factory:
         summary = run_batch(config, database, wait=wait, argv=sys.argv,
                             use_cache=not no_cache, progress_factory=factory)
@@ -800,10 +812,77 @@ def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | 
     app_exit(summary.exit_code)
 
 
+def _run_worker(app: App, config: Any, database: Any, batch_size: int, stale_after: float,
+                use_cache: bool) -> None:
+    """`autolabel run --worker`: drain the shared PostgreSQL queue, then exit."""
+    from autolabel.views import stage_progress
+    from autolabel.workers import run_worker
+
+    with stage_progress(enabled=not app.json_output) as factory:
+        summary = run_worker(config, database, stale_after_s=stale_after,
+                             batch_size=batch_size, progress=factory, argv=sys.argv[1:],
+                             use_cache=use_cache)
+    data = summary.as_json()
+    app.emit(data, f"worker {data['worker']}: {data['status']}, {data['done']} batches done, "
+                   f"{data['failed']} failed, {data['features']} features.")
+    app_exit(summary.exit_code)
+
+
 def app_exit(code: int) -> None:
     """Exit with ``code`` (0 returns normally so CliRunner and callers see success)."""
     if code:
         raise SystemExit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# export / import
+
+
+@cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["neuronpedia", "jsonl", "csv"]),
+              default="jsonl", show_default=True,
+              help="neuronpedia (feature JSON: explanations, scores, top activations with "
+              "tokens), jsonl (lossless, re-importable) or csv (one row per explanation). "
+              "Example: --format neuronpedia")
+@click.option("--sae", help="SAE name (default: the newest). Example: --sae default")
+@click.option("--features", help="Feature range. Example: --features 0:64")
+@click.option("--out", type=click.Path(path_type=Path), help="Output file (neuronpedia: a "
+              "folder, or a .json file for one list); default stdout. "
+              "Example: --out features.jsonl")
+@pass_app
+def export_cmd(app: App, fmt: str, sae: str | None, features: str | None,
+               out: Path | None) -> None:
+    """Export features with their explanations, scores and contexts.
+
+    \b
+    Example:
+      autolabel export --format jsonl --out features.jsonl
+      autolabel export --format neuronpedia --out neuronpedia/ --features 0:64
+    """
+    from autolabel.export import export_features
+
+    count = export_features(app.database(), sae_name=sae, fmt=fmt, out=out, features=features)
+    if out is not None:
+        app.emit({"exported": count, "format": fmt, "out": str(out)},
+                 f"Exported {count} features as {fmt} to {out}.")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_app
+def import_cmd(app: App, file: Path) -> None:
+    """Import a jsonl export (idempotent: importing the same file twice changes nothing).
+
+    \b
+    Example:
+      autolabel --db team.db import features.jsonl
+    """
+    from autolabel.export import import_jsonl
+
+    summary = import_jsonl(app.database(), file)
+    data = summary.as_json()
+    app.emit(data, f"Imported {data['features']} features from {file}: {data['inserted']} rows "
+                   f"inserted, {data['updated']} updated.")
 
 
 def main() -> None:

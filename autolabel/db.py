@@ -319,6 +319,38 @@ class Flag(Base):
     )
 
 
+class WorkItem(Base):
+    """A batch of features for ``autolabel run --worker`` (PostgreSQL work queue).
+
+    Workers claim rows with ``FOR UPDATE SKIP LOCKED`` and refresh ``heartbeat_at`` while they
+    work; a claimed row whose heartbeat is older than the stale timeout belongs to a dead worker
+    and is claimed again. ``key`` names the work (collection + explain/score settings), so the
+    same config planned twice reuses its rows and a changed config gets new ones.
+    """
+
+    __tablename__ = "work_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sae_id: Mapped[int] = mapped_column(ForeignKey("saes.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    feature_lo: Mapped[int] = mapped_column(Integer)
+    feature_hi: Mapped[int] = mapped_column(Integer)
+    features: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    worker: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    __table_args__ = (
+        UniqueConstraint("sae_id", "key", "feature_lo", name="uq_work_items_identity"),
+        CheckConstraint("status IN ('pending','claimed','done','failed')", name="status"),
+        Index("ix_work_items_key_status", "key", "status", "feature_lo"),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Arrays as blobs
 

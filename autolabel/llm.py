@@ -603,6 +603,7 @@ class LocalClient:
         self.model = name
         self.revision = None
         self.batch_size = batch_size
+        self._stop_ok: dict[tuple[str, ...], bool] = {}
         tokenizer.padding_side = "left"  # generation appends on the right
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -681,8 +682,29 @@ class LocalClient:
             max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else 1.0,
             top_k=0 if sample else 50, top_p=1.0, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id, bos_token_id=self.tokenizer.bos_token_id,
-            stop_strings=[s for s in stop or () if s] or None,
+            stop_strings=self._usable_stops(stop),
         )
+
+    def _usable_stops(self, stop: Sequence[str] | None) -> list[str] | None:
+        """Stop strings transformers can match with this tokenizer (else None: ``_finish`` still
+        cuts the text, generation just runs to ``max_tokens``).
+
+        ``StopStringCriteria`` needs to map every vocabulary entry to text; word-level or other
+        unusual tokenizers make it raise, and one such tokenizer must not fail every call.
+        """
+        from transformers import StopStringCriteria
+
+        stops = [s for s in stop or () if s]
+        if not stops:
+            return None
+        key = tuple(stops)
+        if key not in self._stop_ok:
+            try:
+                StopStringCriteria(self.tokenizer, stops)
+                self._stop_ok[key] = True
+            except (ValueError, KeyError, IndexError):
+                self._stop_ok[key] = False
+        return stops if self._stop_ok[key] else None
 
     def _finish(
         self, row: Any, n_in: int, stop: Sequence[str] | None, latency: float

@@ -91,7 +91,10 @@ def rss_child(tokens: int, threads: int) -> int:
     """RSS growth (KiB) of a fresh process during one full collection over ``tokens``.
 
     Measured as the largest RSS seen while collecting minus the RSS once the model and SAE are
-    loaded: the process-wide peak is set by model loading and would hide any growth.
+    loaded: the process-wide peak is set by model loading and would hide any growth. The
+    weights are memory-mapped, so every parameter is read once before the baseline: otherwise
+    pages of the 262k-row embedding matrix become resident as new tokens appear, which grows
+    RSS with corpus size (forward-only shows the same curve) but is not collection memory.
     """
     code = (
         "import resource, psutil, torch\n"
@@ -101,6 +104,7 @@ def rss_child(tokens: int, threads: int) -> int:
         "from autolabel.collect import collect, CollectSettings\n"
         "c = load_config()\n"
         "s = load_subject_for(c); sae, _ = resolve_sae(c, s)\n"
+        "[float(p.sum()) for p in s.model.parameters()]\n"
         "loaded = psutil.Process().memory_info().rss // 1024\n"
         "peak = [0]\n"
         "def tick(n):\n"
