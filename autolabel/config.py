@@ -62,7 +62,8 @@ class SAEConfig(Section):
     d_sae: int = Field(4096, gt=0, description="latents when training")
     k: int = Field(32, gt=0, description="active latents per token (TopK/BatchTopK) when training")
     architecture: Literal["batchtopk", "topk"] = "batchtopk"
-    train_tokens: int = Field(200_000, gt=0)
+    train_tokens: int = Field(200_000, gt=0, description="tokens to train on")
+    eval_tokens: int = Field(100_000, gt=0, description="held-out tokens for the report")
 
 
 class CorpusConfig(Section):

@@ -79,12 +79,11 @@ def train_default_sae(config: Config, subject: SubjectModel, out_dir: Path,
     from autolabel.saes import train_sae
 
     s = config.sae
-    eval_tokens = 100_000
     batches = ((b.input_ids, b.attention_mask)
-               for b in token_batches(config, subject, 2 * (s.train_tokens + eval_tokens)))
+               for b in token_batches(config, subject, 2 * (s.train_tokens + s.eval_tokens)))
     return train_sae(subject, batches, out_dir, d_sae=s.d_sae, k=s.k,
                      architecture=s.architecture, n_train_tokens=s.train_tokens,
-                     n_eval_tokens=eval_tokens, seed=config.corpus.seed, progress=progress)
+                     n_eval_tokens=s.eval_tokens, seed=config.corpus.seed, progress=progress)
 
 
 def resolve_sae(config: Config, subject: SubjectModel,
@@ -97,7 +96,7 @@ def resolve_sae(config: Config, subject: SubjectModel,
     spec, metrics = config.sae.sae, None
     if spec == "default":
         out = default_sae_dir(subject, config.sae.d_sae, config.sae.k)
-        with FileLock(str(out) + ".lock", timeout=3600):
+        with FileLock(str(out) + ".train.lock", timeout=3600):  # one trainer at a time
             if not (out / "cfg.json").is_file():
                 train_default_sae(config, subject, out, progress)
         sae = load_sae(str(out), device=config.subject.device)
@@ -332,7 +331,7 @@ def _explain_tokens(config: Config, database: Database, texts: dict[int, list[An
     from autolabel.explain import TokenStatsExplainer
 
     explainer = TokenStatsExplainer()
-    todo = _missing(database, list(texts), "tokens", "", explainer.prompt_hash, 1)
+    todo = _missing(database, texts, "tokens", "", explainer.prompt_hash, 1)
     if not todo:
         return 0, len(texts)
     background = corpus_background(config, decode)
@@ -350,7 +349,7 @@ def _explain_llm(config: Config, database: Database, texts: dict[int, list[Any]]
     k = config.explain.k
     explainer = LLMExplainer(client, k=k, seed=config.scoring.seed,
                              temperature=config.llm.temperature)
-    todo = _missing(database, list(texts), "llm", client.model, explainer.prompt_hash, k)
+    todo = _missing(database, texts, "llm", client.model, explainer.prompt_hash, k)
     chunk = max(1, config.collect.batch_size)
     for done in range(0, len(todo), chunk):
         ids = todo[done:done + chunk]
@@ -360,15 +359,28 @@ def _explain_llm(config: Config, database: Database, texts: dict[int, list[Any]]
     return len(todo), len(texts) - len(todo)
 
 
-def _missing(database: Database, feature_ids: list[int], explainer: str, llm_model: str,
+def _missing(database: Database, texts: dict[int, list[Any]], explainer: str, llm_model: str,
              prompt_hash: str, k: int) -> list[int]:
-    """Features lacking a final candidate (status 'error' is retried, others are final)."""
+    """Features lacking a final candidate.
+
+    Status 'error' is retried (a server hiccup), except for features whose train examples never
+    activate: their error is a fact about the data, and retrying it every night is noise.
+    """
     from autolabel.store import existing_explanations
 
     with database.session() as session:
-        have = existing_explanations(session, feature_ids, explainer, llm_model, prompt_hash)
-    return [f for f in feature_ids
-            if any((f, c) not in have or have[(f, c)].status == "error" for c in range(k))]
+        have = existing_explanations(session, list(texts), explainer, llm_model, prompt_hash)
+
+    def final(f: int, c: int) -> bool:
+        row = have.get((f, c))
+        return row is not None and (row.status != "error" or not _activates(texts[f]))
+
+    return [f for f in texts if not all(final(f, c) for c in range(k))]
+
+
+def _activates(examples: list[Any]) -> bool:
+    """Whether any train example of a feature has a positive activation."""
+    return any(a > 0 for e in examples for a in e.activations)
 
 
 def _store_candidates(database: Database, results: dict[int, list[Any]], run_id: int | None,

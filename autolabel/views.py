@@ -248,7 +248,8 @@ def _stage_headline(stage: str, s: dict[str, Any]) -> str:
         return (f"{s['features'] - s['already_done']} collected, {s['already_done']} already "
                 f"done ({s['tokens']:,} tokens)")
     if stage == "explain":
-        return f"{s['created']} features explained, {s['skipped']} already done"
+        return (f"{s['created']} new feature × explainer candidate sets, {s['skipped']} "
+                "already done")
     if stage == "score":
         return (f"{s['scored']} scored with {s['simulator'] or '-'}, mean "
                 f"{score_text(s['mean_score'], s['mean_floor'])}; {s['skipped']} already done")

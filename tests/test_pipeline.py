@@ -111,3 +111,21 @@ def test_bad_inputs_are_one_line_errors(artefacts: dict[str, Path], tmp_path: Pa
     show_missing = runner.invoke(cli, ["--db", str(db), "features", "show", "sae:3"])
     assert show_missing.exit_code != 0 and "Error:" in show_missing.stderr
     assert count(db, dbm.Example) == 0
+
+
+def test_default_sae_is_trained_once_then_loaded(artefacts: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from autolabel.config import load_config
+    from autolabel.pipeline import load_subject_for, resolve_sae
+
+    monkeypatch.setenv("AUTOLABEL_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_config(overrides={
+        "subject.model": str(artefacts["model"]), "subject.layer": 2, "sae.sae": "default",
+        "sae.d_sae": 16, "sae.k": 4, "sae.train_tokens": 1500, "sae.eval_tokens": 500,
+        "corpus.source": str(artefacts["corpus"]), "corpus.window": 16}, environ={})
+    subject = load_subject_for(config)
+    first, metrics = resolve_sae(config, subject)
+    assert first.source == "default" and first.d_sae == 16
+    assert metrics is not None and metrics["n_train_tokens"] == 1500
+    again, _ = resolve_sae(config, subject)
+    assert again.content_hash == first.content_hash  # loaded from the cache, not retrained
