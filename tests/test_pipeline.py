@@ -129,3 +129,30 @@ def test_default_sae_is_trained_once_then_loaded(artefacts: dict[str, Path], tmp
     assert metrics is not None and metrics["n_train_tokens"] == 1500
     again, _ = resolve_sae(config, subject)
     assert again.content_hash == first.content_hash  # loaded from the cache, not retrained
+
+
+@pytest.mark.slow
+def test_real_gemma_fresh_sae_on_python_docs(tmp_path: Path, runner: CliRunner,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real offline model end to end: train a small SAE, collect on python-docs, show."""
+    monkeypatch.setenv("AUTOLABEL_SAE__EVAL_TOKENS", "10000")
+    db, sae_dir = tmp_path / "real.db", tmp_path / "sae"
+    trained = runner.invoke(cli, ["--db", str(db), "--json", "sae", "train", "--corpus",
+                                  "python-docs", "--d-sae", "512", "--k", "16", "--tokens", "20k",
+                                  "--out", str(sae_dir)])
+    assert trained.exit_code == 0, trained.output
+    report = json.loads(trained.stdout)
+    # 20k training tokens: this checks the plumbing; the quality bar is in test_saes.py
+    assert report["explained_variance"] > 0.3 and report["l0"] > 0
+    collected = runner.invoke(cli, ["--db", str(db), "--json", "collect", "--sae", str(sae_dir),
+                                    "--corpus", "python-docs", "--features", "0:32", "--tokens",
+                                    "20k"])
+    assert collected.exit_code == 0, collected.output
+    assert json.loads(collected.stdout)["features"] == 32
+    listed = json.loads(runner.invoke(cli, ["--db", str(db), "--json", "features", "list"]).stdout)
+    busiest = max(listed["features"], key=lambda f: f["density"])
+    assert busiest["density"] > 0
+    shown = runner.invoke(cli, ["--db", str(db), "--json", "features", "show", busiest["feature"]])
+    top = [e for e in json.loads(shown.stdout)["examples"] if e["kind"] == "top"]
+    assert top and max(top[0]["activations"]) == pytest.approx(top[0]["max_activation"], rel=1e-4)
+    assert any(t.strip() for t in top[0]["tokens"][1:])  # real decoded text, not ids

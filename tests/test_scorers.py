@@ -37,6 +37,8 @@ from autolabel.scorers import (
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import SPECIALS, WORDS  # noqa: E402
 
+from tests.llama_server import llama_server  # noqa: E402, F401  (fixture)
+
 CHAT_ONLY = Capabilities(chat=True, completions=True, echo_logprobs=False, max_top_logprobs=0)
 
 
@@ -326,3 +328,24 @@ def test_detection_auc_from_logprobs() -> None:
 
     result = DetectionScorer(FakeClient("lp", logprob_table=table)).score("months", ACTIVE, QUIET)
     assert result.value == 1.0 and result.details["roc_auc"] == 1.0
+
+
+@pytest.mark.slow
+def test_echo_logprob_simulation_against_llama_cpp(llama_server: str) -> None:  # noqa: F811
+    """Score one explanation through a real OpenAI-compatible server's echo + logprobs."""
+    from autolabel.llm import OpenAIClient
+    from autolabel.scorers import EchoLogprobSimulator, ScoredSequence, SimulationScorer
+
+    client = OpenAIClient("gemma-3-270m", base_url=llama_server, timeout=300, max_retries=1)
+    assert client.capabilities().echo_logprobs
+    top = ScoredSequence(tokens=[" In", " March", " and", " April", " it", " rained"],
+                         activations=[0, 1.0, 0, 0.8, 0, 0], kind="top", document_id="d1")
+    rand = ScoredSequence(tokens=[" The", " cat", " sat", " down"], activations=[0, 0, 0, 0],
+                          kind="random", document_id="d2")
+    result = SimulationScorer(EchoLogprobSimulator(client)).score("names of months", [top, rand],
+                                                                  scale=1.0)
+    assert result.simulator == "llm-echo:gemma-3-270m"
+    assert result.status in {"ok", "degenerate"}, result.details
+    assert result.n_examples == 2 and result.details["tokens_processed"] > 0
+    if result.status == "ok":
+        assert result.value is not None and -1.0 <= result.value <= 1.0
