@@ -678,8 +678,8 @@ def _labels(session: Session, sae_id: int, feats: np.ndarray) -> dict[int, dict[
         scores = session.scalars(select(Score).where(Score.explanation_id == expl.id)).all()
         out[idx] = {"id": expl.id, "text": expl.text, "explainer": expl.explainer,
                     "llm_model": expl.llm_model, "prompt_hash": expl.prompt_hash,
-                    "scores": [{"scorer": s.scorer, "value": s.value, "floor": s.floor_value,
-                                "n": s.n_examples} for s in scores]}
+                    "scores": [{"scorer": s.scorer, "simulator": s.simulator, "value": s.value,
+                                "floor": s.floor_value, "n": s.n_examples} for s in scores]}
     return out
 
 
@@ -998,7 +998,7 @@ def build_facts(ctx: _Context, flags: list[dict[str, Any]], audit_id: int, run_i
         "taxonomy": _taxonomy_facts(ctx.tax),
         "data": {"sources": [asdict(s) for s in ctx.sources], "n_pairs": len(ctx.pairs),
                  "examples": _example_pairs(ctx.pairs)},
-        "methodology": _methodology(ctx.th),
+        "methodology": {**_methodology(ctx.th), "scoring": _scoring_method(ctx.labels)},
         "results": _results(ctx),
         "flags": _cards(ctx, flags),
         "limitations": LIMITATIONS,
@@ -1071,6 +1071,19 @@ def _example_pairs(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
             out.append({"category": p.category, "source": p.source, "text_a": p.text_a,
                         "text_b": p.text_b, "term_a": p.term_a, "term_b": p.term_b})
     return out
+
+
+def _scoring_method(labels: dict[int, dict[str, Any]]) -> str:
+    """Which simulators produced the explanation scores cited in the report, and why."""
+    sims = sorted({sc["simulator"] for lab in labels.values() for sc in lab["scores"]
+                   if sc.get("simulator")})
+    if not sims:
+        return "No explanation scores were available for the audited features."
+    return ("Explanation scores are simulation scores (Pearson r pooled over held-out tokens) "
+            f"from: {', '.join(sims)}. With scoring.simulator = auto an LLM simulator is used "
+            "only if it passes a sanity check on planted features (its predictions must change "
+            "with the explanation); otherwise the embedding simulator is used. Each score is "
+            "shown beside its floor: the same scorer on another feature's explanation.")
 
 
 def _methodology(th: Thresholds) -> dict[str, Any]:
