@@ -481,8 +481,7 @@ def score_stage(config: Config, database: Database, *, sae_name: str | None = No
     with database.session() as session:
         explanations = ok_explanations(session, [f.id for f in rows])
     names = scorer_names or list(config.scoring.scorers)
-    needs_llm = any(n != "simulation" for n in names) or config.scoring.simulator != "embedding"
-    if client is None and needs_llm:
+    if client is None and scoring_needs_llm(config, names):
         client = _llm_client(config, database, run_id, use_cache)
     totals = {"scored": 0, "skipped": 0}
     values: list[tuple[float, float]] = []
@@ -760,6 +759,24 @@ def _progress(stage: str, factory: Callable[[str], Any] | None,
     return guarded(stage, sink, deadline)
 
 
+def scoring_needs_llm(config: Config, scorer_names: list[str]) -> bool:
+    """Whether scoring calls an LLM (any non-simulation scorer, or a non-embedding simulator)."""
+    return (any(n != "simulation" for n in scorer_names)
+            or config.scoring.simulator != "embedding")
+
+
+def _run_client(config: Config, database: Database, run_id: int, use_cache: bool,
+                state: dict[str, Any]) -> Any:
+    """One recorded LLM client per run, shared by explain and score.
+
+    Sharing means the local model is loaded once, and ``--max-cost`` / ``--max-llm-tokens``
+    bound the whole run rather than each stage separately.
+    """
+    if state.get("client") is None:
+        state["client"] = _llm_client(config, database, run_id, use_cache)
+    return state["client"]
+
+
 def _run_one(stage: str, config: Config, database: Database, run_id: int, use_cache: bool,
              state: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Dispatch one stage; returns its JSON-ready summary."""
@@ -769,12 +786,16 @@ def _run_one(stage: str, config: Config, database: Database, run_id: int, use_ca
         state["sae"] = done.sae
         return done.__dict__
     if stage == "explain":
+        client = (_run_client(config, database, run_id, use_cache, state)
+                  if "llm" in config.explain.explainers else None)
         ex = explain_stage(config, database, sae_name=sae, use_cache=use_cache, run_id=run_id,
-                           progress=progress)
+                           client=client, progress=progress)
         return ex.__dict__
     if stage == "score":
+        client = (_run_client(config, database, run_id, use_cache, state)
+                  if scoring_needs_llm(config, list(config.scoring.scorers)) else None)
         return score_stage(config, database, sae_name=sae, use_cache=use_cache, run_id=run_id,
-                           progress=progress).__dict__
+                           client=client, progress=progress).__dict__
     if stage == "embed":
         return _embed_stage(config, database, progress)
     return _audit_stage(config, database, state, progress)

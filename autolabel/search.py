@@ -360,16 +360,9 @@ def _semantic_mask(conn: Connection, index: VectorIndex,
         return None
     mask = np.ones(len(index), dtype=bool)
     if filters.sae is not None or filters.layer is not None:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        if filters.sae is not None:
-            where.append("name = :n")
-            params["n"] = filters.sae
-        if filters.layer is not None:
-            where.append("layer = :l")
-            params["l"] = int(filters.layer)
+        where, params = _filter_sql(SearchFilters(sae=filters.sae, layer=filters.layer))
         sae_ids = [r[0] for r in conn.execute(
-            text("SELECT id FROM saes WHERE " + " AND ".join(where)), params)]
+            text("SELECT s.id FROM saes s WHERE " + " AND ".join(where)), params)]
         mask &= np.isin(index.sae_ids, np.asarray(sae_ids, dtype=np.int64))
     if filters.explainer is not None:
         if filters.explainer in index.explainers:
