@@ -596,7 +596,7 @@ def run_audit(config: Config, database: Database, *, pairs: str = "builtin", out
     matches a finished one is skipped and its report returned, unless ``force=True``.
     ``embedder=None`` loads all-MiniLM-L6-v2 only when there are labels to check.
     """
-    from autolabel.pipeline import load_subject_for, resolve_sae
+    from autolabel.loading import load_subject_for, resolve_sae
 
     start = time.perf_counter()
     th = thresholds_from(config)
@@ -893,8 +893,8 @@ def _store_and_report(database: Database, ctx: _Context, out_dir: Path,
     """One transaction: Run + Audit + Feature stubs + Flags; the report is rendered inside it."""
     from autolabel import __version__
     from autolabel.db import Audit, Run, utcnow
-    from autolabel.pipeline import crash_point
     from autolabel.report import write_report
+    from autolabel.runs import crash_point
 
     flags = _flag_rows(ctx)
     with database.session() as session:

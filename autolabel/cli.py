@@ -441,10 +441,11 @@ def features_show(app: App, feature: str, limit: int) -> None:
       autolabel features show default:12
     """
     from autolabel.store import feature_payload
+    from autolabel.subject import load_tokenizer
     from autolabel.views import print_feature_payload
 
     database = app.database()
-    payload = feature_payload(database, feature)
+    payload = feature_payload(database, feature, load_tokenizer)
     if app.json_output:
         app.emit(payload.as_json(), "")
     else:
@@ -679,13 +680,13 @@ def audit_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
       autolabel audit --pairs builtin,winobias:data/winobias --features 0:512 --out audit
     """
     from autolabel.audit import run_audit
-    from autolabel.store import parse_feature_range
+    from autolabel.selection import parse_feature_range
     from autolabel.views import progress_bar
 
     app.overrides.update(model_overrides(model, layer, sae, corpus, text_field, device))
     app.overrides["audit.pairs"] = pairs
     config, database = app.config(), app.database()
-    selected = parse_feature_range(features, 1 << 30) if features else None
+    selected = parse_feature_range(features) if features else None
     with progress_bar("auditing", "pair") as bar:
         result = run_audit(config, database, pairs=config.audit.pairs, out_dir=out,
                            features=selected, argv=sys.argv, progress=bar, force=force)

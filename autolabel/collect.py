@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from autolabel.errors import CollectionError, InputError
+from autolabel.examples import Example
 
 SPLITS = ("train", "test")
 _FINE_PER_BIN = 4
@@ -83,22 +84,6 @@ class CollectSettings:
 
     def quantile(self, split: str) -> int:
         return self.train_quantile if split == "train" else self.test_quantile
-
-
-@dataclass
-class Example:
-    """One stored window of one feature; activations align with token_ids (no padding)."""
-
-    feature: int
-    split: str
-    kind: str
-    bin: int | None
-    rank: int
-    document_id: str
-    start: int
-    token_ids: np.ndarray
-    activations: np.ndarray
-    max_activation: float
 
 
 @dataclass
@@ -540,11 +525,10 @@ class ExampleCollector:
     def _example(
         self, slots: dict[str, np.ndarray], row: int, col: int, meta: tuple[int, str, str, int]
     ) -> Example:
-        feature, split, kind, rank = meta
+        _, split, kind, rank = meta
         doc, _, start, tokens = self._bank[int(slots["wref"][row, col])]
         acts = slots["acts"][row, col, : len(tokens)] if "acts" in slots else None
         return Example(
-            feature=feature,
             split=split,
             kind=kind,
             bin=None,

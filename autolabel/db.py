@@ -395,7 +395,7 @@ def redact(url: str) -> str:
         return url
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL, or None for in-memory databases."""
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file::memory:"):
@@ -434,7 +434,7 @@ def make_engine(url: str) -> Engine:
 
 def _make_sqlite_engine(url: str) -> Engine:
     """SQLite engine; file-backed databases get their directory created first."""
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         engine = create_engine(
             url, poolclass=StaticPool, connect_args={"check_same_thread": False}
@@ -606,7 +606,7 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
         return
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         yield
         return

@@ -85,7 +85,12 @@ class LocalEmbedder:
 
     def __init__(self, batch_size: int = 64) -> None:
         self.batch_size = batch_size
-        self.model = _load_local_model()
+
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model, loaded on the first embedding (not on creation),
+        so deciding that nothing needs embedding costs nothing."""
+        return _load_local_model()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autolabel.errors import BudgetExceeded, ConfigError, LLMError
+from autolabel.examples import TextExample
 from autolabel.prompting import (
     ERROR,
     FORMAT_VERSION,
@@ -42,15 +43,6 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class ExampleText:
-    """One train-split example, token ids already decoded to strings by the caller."""
-
-    tokens: list[str]
-    activations: list[float]
-    document_id: str
-
-
-@dataclass
 class Candidate:
     """One explanation candidate as stored in ``explanations`` (see DESIGN §3)."""
 
@@ -66,7 +58,7 @@ class Candidate:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _max_act(example: ExampleText) -> float:
+def _max_act(example: TextExample) -> float:
     return max(example.activations, default=0.0)
 
 
@@ -125,14 +117,14 @@ class LLMExplainer:
 
     # ----- prompts
 
-    def records(self, examples: Sequence[ExampleText]) -> Records:
+    def records(self, examples: Sequence[TextExample]) -> Records:
         """The strongest examples first, capped and normalised for the prompt."""
         ranked = sorted(examples, key=_max_act, reverse=True)
         return format_records([(e.tokens, e.activations) for e in ranked],
                               max_examples=self.max_examples,
                               max_context_tokens=self.max_context_tokens)
 
-    def prompt(self, examples: Sequence[ExampleText]) -> str | list[dict[str, str]]:
+    def prompt(self, examples: Sequence[TextExample]) -> str | list[dict[str, str]]:
         """The rendered prompt: text (completion) or a message list (chat)."""
         recs = self.records(examples)
         if self.variant == "chat":
@@ -141,14 +133,14 @@ class LLMExplainer:
 
     # ----- explaining
 
-    def explain(self, examples: Sequence[ExampleText]) -> list[Candidate]:
+    def explain(self, examples: Sequence[TextExample]) -> list[Candidate]:
         """k candidates for one feature, one client call each (seeded per candidate)."""
         if not any(_max_act(e) > 0 for e in examples):
             return [self._no_examples(i) for i in range(self.k)]
         prompt = self.prompt(examples)
         return [self._ask(prompt, i) for i in range(self.k)]
 
-    def explain_many(self, features: Sequence[Sequence[ExampleText]]) -> list[list[Candidate]]:
+    def explain_many(self, features: Sequence[Sequence[TextExample]]) -> list[list[Candidate]]:
         """k candidates per feature; the completion variant batches features through
         ``client.complete_many`` (one batch per candidate index, so seeds differ by index)."""
         if self.variant == "chat":
@@ -280,7 +272,7 @@ class TokenStatsExplainer:
         self.top_n, self.min_weight, self.context_share = top_n, min_weight, context_share
         self.prompt_hash = hashlib.sha256(TOKEN_STATS_VERSION.encode()).hexdigest()
 
-    def explain(self, examples: Sequence[ExampleText],
+    def explain(self, examples: Sequence[TextExample],
                 background: Mapping[str, float]) -> Candidate:
         """One candidate; status "error" with a reason when nothing fired."""
         mass, before = _activation_mass(examples)
@@ -317,7 +309,7 @@ class TokenStatsExplainer:
                 "min_weight": self.min_weight, "context_share": self.context_share}
 
 
-def _activation_mass(examples: Sequence[ExampleText]) -> tuple[dict[str, float],
+def _activation_mass(examples: Sequence[TextExample]) -> tuple[dict[str, float],
                                                                dict[str, float]]:
     """Positive activation summed per token, and per token *preceding* an activating one."""
     mass: dict[str, float] = defaultdict(float)

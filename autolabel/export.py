@@ -50,7 +50,8 @@ from autolabel.db import (
     utcnow,
 )
 from autolabel.errors import InputError, NotFoundError
-from autolabel.store import ACT_DTYPE, TOKEN_DTYPE, TokenDecoder, find_sae, select_features
+from autolabel.examples import TokenDecoder
+from autolabel.store import ACT_DTYPE, TOKEN_DTYPE, find_sae, select_features
 
 Progress = Callable[[int, int], None]  # (done, total)
 FORMATS = ("neuronpedia", "jsonl", "csv")

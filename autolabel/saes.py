@@ -18,16 +18,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from sae_lens import SAE
 from torch import Tensor
 
 from autolabel.config import cache_dir
 from autolabel.db import file_sha256
 from autolabel.errors import SAEError
 from autolabel.subject import SubjectModel, env_offline, respect_offline_env
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 _WEIGHTS = "sae_weights.safetensors"
 _CFG = "cfg.json"
@@ -89,19 +91,45 @@ def load_sae(spec: str, device: str | None = None) -> LoadedSAE:
 
 def _load_local(spec: str, path: Path, device: str) -> LoadedSAE:
     """A directory holding ``cfg.json`` + ``sae_weights.safetensors`` (sae-lens ``save_model``)."""
-    if not (path / _CFG).is_file() or not (path / _WEIGHTS).is_file():
-        raise SAEError(f"{path} is not an sae-lens SAE directory (needs {_CFG} and {_WEIGHTS}); "
-                       "point at a saved SAE or train one with `autolabel sae train`.")
+    from sae_lens import SAE  # heavy (~10 s to import): only when an SAE is really loaded
+
+    _require_sae_dir(path)
     try:
         sae = SAE.load_from_disk(str(path), device=device)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise SAEError(f"cannot load SAE from {path}: {_first_line(exc)}; "
                        "re-save it with sae-lens or retrain it.") from exc
+    return _wrap(sae, spec, None, None, path.resolve(), local_sae_hash(path))
+
+
+def _require_sae_dir(path: Path) -> None:
+    """A local SAE is a directory with sae-lens's ``cfg.json`` and weights file."""
+    if not (path / _CFG).is_file() or not (path / _WEIGHTS).is_file():
+        raise SAEError(f"{path} is not an sae-lens SAE directory (needs {_CFG} and {_WEIGHTS}); "
+                       "point at a saved SAE or train one with `autolabel sae train`.")
+
+
+def local_sae_hash(path: Path) -> str:
+    """Content hash of a saved SAE: sha256 over its weight files (not the sparsity log).
+
+    Cheap enough (no sae-lens import, no tensors built) to decide whether a collection with
+    this SAE is already stored before anything is loaded.
+    """
     digest = hashlib.sha256()
     for file in sorted(path.glob("*.safetensors")):
         if file.name != "sparsity.safetensors":
             digest.update(file_sha256(file).encode())
-    return _wrap(sae, spec, None, None, path.resolve(), digest.hexdigest())
+    return digest.hexdigest()
+
+
+def local_sae_width(path: Path) -> int:
+    """``d_sae`` from a saved SAE's ``cfg.json`` (for validating feature ranges early)."""
+    _require_sae_dir(path)
+    try:
+        return int(json.loads((path / _CFG).read_text())["d_sae"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SAEError(f"{path / _CFG} is not a valid sae-lens config ({_first_line(exc)}); "
+                       "re-save the SAE or retrain it.") from exc
 
 
 def _parse_registry_spec(spec: str) -> tuple[str, str]:
@@ -128,6 +156,7 @@ def _parse_registry_spec(spec: str) -> tuple[str, str]:
 
 def _load_pretrained(spec: str, release: str, sae_id: str, device: str) -> LoadedSAE:
     """Download through sae-lens (always the HF hub); offline, say so in one line."""
+    from sae_lens import SAE  # heavy (~10 s to import): only when an SAE is really loaded
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     try:
@@ -193,10 +222,10 @@ def _first_line(exc: BaseException) -> str:
 # -------------------------------------------------------------------------------------- training
 
 
-def default_sae_dir(subject: SubjectModel, d_sae: int = 4096, k: int = 32) -> Path:
+def default_sae_dir(model_id: str, layer: int, d_sae: int = 4096, k: int = 32) -> Path:
     """Where the offline default SAE for this model and layer is cached."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", subject.model_id).strip("_")
-    return cache_dir() / "saes" / f"{name}-L{subject.layer}-topk{d_sae}-k{k}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")
+    return cache_dir() / "saes" / f"{name}-L{layer}-topk{d_sae}-k{k}"
 
 
 def _activations(subject: SubjectModel, batches: Iterable[tuple[Tensor, Tensor]],
@@ -390,6 +419,8 @@ def train_sae(
 def _save_and_report(sae: Any, held_out: Tensor, out_dir: Path, start: float, n_train: int,
                      k: int, architecture: str) -> TrainReport:
     """Save the inference SAE, reload it from disk, and measure *that* (what users will load)."""
+    from sae_lens import SAE  # heavy (~10 s to import): only when an SAE is really trained
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700; the cache should read like any directory

@@ -171,6 +171,23 @@ def _load_hf(model: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str 
     return _from_hub(model, dtype)
 
 
+def known_revision(model: str) -> str | None:
+    """The revision ``load_subject`` would record, when it can be known without loading.
+
+    Lets a run decide that a collection is already stored before it spends seconds loading the
+    model. None means "only loading tells" (a hub id, or the default not converted yet).
+    """
+    if model == DEFAULT_MODEL:
+        marker = cache_dir() / "models" / _DEFAULT_DIRNAME / _CONVERTED_MARKER
+        return marker.read_text().strip() if marker.is_file() else None
+    local = Path(model).expanduser()
+    if local.suffix == ".gguf" and local.is_file():
+        return file_sha256(local)
+    if local.is_dir() and (local / "config.json").is_file():
+        return _dir_revision(local)
+    return None
+
+
 def _from_dir(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
     """A local HF-format directory (config.json + weights + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -18,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from autolabel.db import Feature, SAERecord
-from autolabel.store import FeaturePayload, StoredExample
+from autolabel.examples import Example
+from autolabel.store import FeaturePayload
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -71,7 +72,7 @@ def feature_stats_table(sae: SAERecord, feature: Feature) -> Table:
     return table
 
 
-def examples_panel(title: str, examples: Sequence[StoredExample], scale: float,
+def examples_panel(title: str, examples: Sequence[Example], scale: float,
                    decode: Callable[[Sequence[int]], list[str]], limit: int) -> Panel:
     """A panel of highlighted contexts, strongest first."""
     lines: list[Any] = []
@@ -83,7 +84,7 @@ def examples_panel(title: str, examples: Sequence[StoredExample], scale: float,
 
 
 def print_feature(console: Console, sae: SAERecord, feature: Feature,
-                  examples: Sequence[StoredExample],
+                  examples: Sequence[Example],
                   decode: Callable[[Sequence[int]], list[str]], limit: int = 8) -> None:
     """Print a feature card: statistics then top, quantile and random contexts."""
     console.rule(f"[bold]{sae.name}:{feature.index}")

@@ -28,13 +28,15 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 
 from autolabel.db import WorkItem, content_hash
 from autolabel.errors import AutolabelError, BudgetExceeded
+from autolabel.selection import range_spec
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from autolabel.config import Config
     from autolabel.db import Database
-    from autolabel.pipeline import Progress
+    from autolabel.loading import RunContext
+    from autolabel.runs import Progress
 
 ProgressFactory = Callable[[str], "Progress"]  # stage name -> progress callback
 WORK_STAGES = ("collect", "explain", "score")  # embed and audit need every feature: run after
@@ -92,20 +94,6 @@ def default_worker_id() -> str:
 # planning
 
 
-def range_spec(indices: list[int]) -> str:
-    """Compress sorted indices into a range spec: ``[0, 1, 2, 5]`` -> ``"0:3,5"``."""
-    parts: list[str] = []
-    start = prev = indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if prev == start else f"{start}:{prev + 1}")
-        if i is not None:
-            start = prev = i
-    return ",".join(parts)
-
-
 def work_key(config: Config, collection_key: str) -> str:
     """Identity of the work: the collection plus everything that changes explanations/scores.
 
@@ -146,18 +134,20 @@ def _plan_lock(session: Session) -> None:
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PLAN_LOCK_KEY})
 
 
-def prepare_work(config: Config, database: Database) -> WorkPlan:
+def prepare_work(config: Config, database: Database, ctx: RunContext | None = None) -> WorkPlan:
     """Resolve the configured SAE and register it and its collection row once, under a lock.
 
     Doing this before any batch runs stops workers from racing to insert the same ``saes`` or
     ``collections`` row (both have unique keys) when they start together.
     """
-    from autolabel.pipeline import _collection_spec, load_subject_for, resolve_sae
-    from autolabel.store import parse_feature_range
+    from autolabel.loading import RunContext
 
-    subject = load_subject_for(config)
-    sae, metrics = resolve_sae(config, subject)
-    spec = _collection_spec(config, subject, sae)
+    ctx = ctx or RunContext(config, database)
+    from autolabel.loading import collection_spec
+    from autolabel.selection import parse_feature_range
+
+    subject, sae, metrics = ctx.subject, ctx.sae, ctx.sae_metrics
+    spec = collection_spec(config, subject.model_id, subject.revision, sae.content_hash)
     with database.session() as session:
         _plan_lock(session)
         sae_id, sae_name = _register(session, sae, subject.layer, metrics, spec)
@@ -313,26 +303,31 @@ def _batch_config(config: Config, item: WorkItem) -> Config:
 
 def process(config: Config, database: Database, item: WorkItem, *, sae_name: str,
             run_id: int | None, client: Any = None, deadline: float | None = None,
-            progress: ProgressFactory | None = None) -> dict[str, Any]:
+            progress: ProgressFactory | None = None,
+            ctx: RunContext | None = None) -> dict[str, Any]:
     """Run the configured collect/explain/score stages for the batch; each skips finished work.
 
     Returns the stage summaries. Progress callbacks go through ``guarded`` so the deadline and
     the crash hook (``AUTOLABEL_CRASH_AT``) work in workers exactly as in ``autolabel run``.
     """
-    from autolabel.pipeline import collect_stage, explain_stage, guarded, score_stage
+    from autolabel.pipeline import collect_stage, explain_stage, score_stage
+    from autolabel.runs import guarded
 
     batch = _batch_config(config, item)
     out: dict[str, Any] = {}
     for stage in (s for s in config.run.stages if s in WORK_STAGES):
         bar = guarded(stage, progress(stage) if progress else _quiet, deadline)
         if stage == "collect":
-            out[stage] = collect_stage(batch, database, progress=bar, sae_progress=bar).__dict__
+            out[stage] = collect_stage(batch, database, progress=bar, sae_progress=bar,
+                                       ctx=ctx).__dict__
         elif stage == "explain":
             out[stage] = explain_stage(batch, database, sae_name=sae_name, features=item.features,
-                                       run_id=run_id, client=client, progress=bar).__dict__
+                                       run_id=run_id, client=client, progress=bar,
+                                       ctx=ctx).__dict__
         else:
             out[stage] = score_stage(batch, database, sae_name=sae_name, features=item.features,
-                                     run_id=run_id, client=client, progress=bar).__dict__
+                                     run_id=run_id, client=client, progress=bar,
+                                     ctx=ctx).__dict__
     return out
 
 
@@ -356,7 +351,7 @@ def _work_on(config: Config, database: Database, item: WorkItem, plan: WorkPlan,
         try:
             process(config, database, item, sae_name=plan.sae_name, run_id=summary.run_id,
                     client=state["client"], deadline=state["deadline"],
-                    progress=state["progress"])
+                    progress=state["progress"], ctx=state["ctx"])
         except BudgetExceeded as exc:
             release(database, item.id, summary.worker)
             summary.status, summary.errors = "partial", [*summary.errors, str(exc)]
@@ -374,16 +369,9 @@ def _work_on(config: Config, database: Database, item: WorkItem, plan: WorkPlan,
 
 def _indices(spec: str) -> list[int]:
     """Indices of a batch spec (its bounds are already valid)."""
-    from autolabel.store import parse_feature_range
+    from autolabel.selection import parse_feature_range
 
-    return parse_feature_range(spec, 1 << 31)
-
-
-def _make_client(config: Config, database: Database, run_id: int, use_cache: bool) -> Any:
-    """One LLM client for all of this worker's batches (loaded once, one budget per worker)."""
-    from autolabel.pipeline import _llm_client
-
-    return _llm_client(config, database, run_id, use_cache) if needs_llm(config) else None
+    return parse_feature_range(spec)
 
 
 def run_worker(config: Config, database: Database, *, worker_id: str | None = None,
@@ -398,7 +386,7 @@ def run_worker(config: Config, database: Database, *, worker_id: str | None = No
     done or has failed ``max_attempts`` times. Embed and audit are not run here: they need all
     features, so run ``autolabel run`` once afterwards (it skips everything the workers did).
     """
-    from autolabel.pipeline import start_run
+    from autolabel.runs import start_run
 
     require_postgres(database)
     if stale_after_s <= 0:
@@ -423,12 +411,15 @@ def _worker_loop(config: Config, database: Database, summary: WorkerSummary,
                  progress: ProgressFactory | None, use_cache: bool,
                  poll_s: float | None) -> None:
     """Claim → process → mark, until the queue for this work key is drained."""
-    plan = prepare_work(config, database)
+    from autolabel.loading import RunContext
+
+    ctx = RunContext(config, database, run_id=summary.run_id, use_cache=use_cache)
+    plan = prepare_work(config, database, ctx)
     plan_items(database, plan.sae_id, plan.key, plan.features, batch_size)
     every_s = max(0.2, min(10.0, stale_after_s / 4))
     deadline = time.monotonic() + config.run.deadline if config.run.deadline else None
-    state: dict[str, Any] = {"client": _make_client(config, database, summary.run_id, use_cache),
-                             "deadline": deadline, "progress": progress}
+    state: dict[str, Any] = {"client": ctx.llm if needs_llm(config) else None,
+                             "deadline": deadline, "progress": progress, "ctx": ctx}
     while True:
         item = claim(database, summary.worker, stale_after_s, key=plan.key,
                      max_attempts=max_attempts, run_id=summary.run_id)
@@ -444,7 +435,7 @@ def _worker_loop(config: Config, database: Database, summary: WorkerSummary,
 
 def _finish(database: Database, summary: WorkerSummary) -> None:
     """Final status (failed when batches ran out of attempts) recorded on the worker's run."""
-    from autolabel.pipeline import RunSummary, StageResult, finish_run
+    from autolabel.runs import RunSummary, StageResult, finish_run
 
     if summary.status == "ok" and summary.queue.get("failed"):
         summary.status = "failed"

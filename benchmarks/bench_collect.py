@@ -26,12 +26,12 @@ import torch
 
 from autolabel.collect import CollectSettings, collect
 from autolabel.config import load_config
-from autolabel.pipeline import load_subject_for, resolve_sae, token_batches
+from autolabel.loading import load_subject_for, resolve_sae, token_batches
 
 
 def batches_for(config: Any, subject: Any, tokens: int) -> list[Any]:
     """Materialise the batches once so every variant sees exactly the same input."""
-    return list(token_batches(config, subject, tokens))
+    return list(token_batches(config, subject.tokenizer, tokens))
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -100,7 +100,7 @@ def rss_child(tokens: int, threads: int) -> int:
         "import resource, psutil, torch\n"
         f"torch.set_num_threads({threads})\n"
         "from autolabel.config import load_config\n"
-        "from autolabel.pipeline import load_subject_for, resolve_sae, token_batches\n"
+        "from autolabel.loading import load_subject_for, resolve_sae, token_batches\n"
         "from autolabel.collect import collect, CollectSettings\n"
         "c = load_config()\n"
         "s = load_subject_for(c); sae, _ = resolve_sae(c, s)\n"
@@ -109,7 +109,7 @@ def rss_child(tokens: int, threads: int) -> int:
         "peak = [0]\n"
         "def tick(n):\n"
         "    peak[0] = max(peak[0], psutil.Process().memory_info().rss // 1024)\n"
-        f"collect(s, sae, token_batches(c, s, {tokens}), list(range(sae.d_sae)), "
+        f"collect(s, sae, token_batches(c, s.tokenizer, {tokens}), list(range(sae.d_sae)), "
         "CollectSettings(), progress=tick)\n"
         "print(loaded, peak[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )

@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from autolabel.explain import Candidate, ExampleText, LLMExplainer
+from autolabel.examples import TextExample
+from autolabel.explain import Candidate, LLMExplainer
 
 FEATURES: dict[str, tuple[set[str], list[str]]] = {
     "months": ({"January", "April", "August", "September", "November"}, [
@@ -71,7 +72,7 @@ FEATURES: dict[str, tuple[set[str], list[str]]] = {
 }
 
 
-def synthetic_features(n: int) -> list[list[ExampleText]]:
+def synthetic_features(n: int) -> list[list[TextExample]]:
     """Word-level records: tokens carry their leading space like a BPE tokenizer's would."""
     out = []
     for name, (hot, sentences) in list(FEATURES.items())[:n]:
@@ -80,7 +81,7 @@ def synthetic_features(n: int) -> list[list[ExampleText]]:
             words = sentence.split()
             tokens = [words[0]] + [" " + w for w in words[1:]]
             acts = [(4.0 - 0.5 * i) if w in hot else 0.0 for w in words]
-            examples.append(ExampleText(tokens, acts, f"{name}-{i}"))
+            examples.append(TextExample(tokens, acts, f"{name}-{i}"))
         out.append(examples)
     return out
 

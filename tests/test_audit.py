@@ -338,7 +338,7 @@ def test_audit_real_gemma_default_sae(tmp_path: Path) -> None:
     sae_dir = Path.home() / ".cache" / "autolabel" / "saes" / "gemma-3-270m-L6-topk4096-k32"
     if not (sae_dir / "cfg.json").is_file():
         pytest.skip(f"default SAE not cached at {sae_dir}")
-    from autolabel.pipeline import load_subject_for
+    from autolabel.loading import load_subject_for
     from autolabel.saes import load_sae
 
     os.environ.setdefault("AUTOLABEL_CACHE_DIR", str(root))

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from autolabel.errors import BudgetExceeded, ConfigError, LLMError
-from autolabel.explain import Candidate, ExampleText, LLMExplainer, TokenStatsExplainer
+from autolabel.examples import TextExample
+from autolabel.explain import Candidate, LLMExplainer, TokenStatsExplainer
 from autolabel.prompting import template_hash
 
 STATUSES = {"ok", "parse_error", "refused", "error"}
@@ -74,12 +75,12 @@ class ScriptedClient:
         return [self._next() for _ in prompts]
 
 
-def _example(words: list[str], hot: set[str], doc: str = "d0") -> ExampleText:
-    return ExampleText(tokens=words, activations=[3.0 if w in hot else 0.0 for w in words],
+def _example(words: list[str], hot: set[str], doc: str = "d0") -> TextExample:
+    return TextExample(tokens=words, activations=[3.0 if w in hot else 0.0 for w in words],
                        document_id=doc)
 
 
-def _feature() -> list[ExampleText]:
+def _feature() -> list[TextExample]:
     return [_example(["We", " met", " in", " May", "."], {" May"}, "d1"),
             _example(["Back", " in", " July", " again"], {" July"}, "d2")]
 
@@ -172,7 +173,7 @@ def test_consecutive_errors_stop_the_stage() -> None:
 def test_explain_many_batches_and_skips_dead_features() -> None:
     client = ScriptedClient()
     client.enqueue("month names", "numbers", "month names again", "digits")
-    dead = [ExampleText(["a", "b"], [0.0, 0.0], "d9")]
+    dead = [TextExample(["a", "b"], [0.0, 0.0], "d9")]
     numbers = [_example(["It", " cost", " 12", " dollars"], {" 12"})]
     out = LLMExplainer(client, k=2).explain_many([_feature(), dead, numbers])
     assert [len(c) for c in out] == [2, 2, 2]
@@ -207,7 +208,7 @@ def test_chat_variant_sends_messages() -> None:
 # --------------------------------------------------------------------------- token statistics
 
 
-def _months_feature(seed: int = 0) -> tuple[list[ExampleText], dict[str, float]]:
+def _months_feature(seed: int = 0) -> tuple[list[TextExample], dict[str, float]]:
     """Months fire (after " in"); filler words are common in the background."""
     rng = random.Random(seed)
     filler = [" the", " we", " went", " to", " a", " park", ",", ".", " and", " it"]
@@ -219,7 +220,7 @@ def _months_feature(seed: int = 0) -> tuple[list[ExampleText], dict[str, float]]
         acts = [0.0] * 10
         acts[pos] = 2.0 + rng.random() * 3
         acts[(pos + 3) % 10] = 0.1 if words[(pos + 3) % 10] == " the" else 0.0
-        examples.append(ExampleText(words, acts, f"doc{i}"))
+        examples.append(TextExample(words, acts, f"doc{i}"))
     background = {t: 1000.0 for t in filler} | {" in": 800.0} | {m: 5.0 for m in MONTHS}
     return examples, background
 
@@ -242,7 +243,7 @@ def test_token_stats_is_deterministic_and_handles_silence() -> None:
     shuffled = list(reversed(examples))
     runs.add(TokenStatsExplainer().explain(shuffled, background).text)
     assert len(runs) == 1
-    dead = [ExampleText(["a"], [0.0], "d")]
+    dead = [TextExample(["a"], [0.0], "d")]
     cand = TokenStatsExplainer().explain(dead, background)
     assert cand.status == "error" and cand.text is None and cand.error
     assert TokenStatsExplainer().explain(examples, {}).status == "ok"

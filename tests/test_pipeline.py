@@ -116,7 +116,7 @@ def test_bad_inputs_are_one_line_errors(artefacts: dict[str, Path], tmp_path: Pa
 def test_default_sae_is_trained_once_then_loaded(artefacts: dict[str, Path], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from autolabel.config import load_config
-    from autolabel.pipeline import load_subject_for, resolve_sae
+    from autolabel.loading import load_subject_for, resolve_sae
 
     monkeypatch.setenv("AUTOLABEL_CACHE_DIR", str(tmp_path / "cache"))
     config = load_config(overrides={

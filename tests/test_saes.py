@@ -156,7 +156,8 @@ def test_corpus_too_small_is_sae_error(tmp_path: Path) -> None:
 
 
 def test_default_sae_dir_under_cache(tmp_path: Path) -> None:
-    path = default_sae_dir(tiny_subject(layer=2), d_sae=4096, k=32)
+    subject = tiny_subject(layer=2)
+    path = default_sae_dir(subject.model_id, subject.layer, d_sae=4096, k=32)
     assert path == tmp_path / "cache" / "saes" / "tiny-gemma-L2-topk4096-k32"
 
 

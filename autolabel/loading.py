@@ -1,0 +1,236 @@
+"""From config to loaded things: the subject model, the SAE, corpus token batches, and the run
+context that loads each of them (and the LLM client and embedder) at most once, and only when a
+stage really needs it.
+
+Loading is where a run spends its fixed cost (the model ~5 s, sae-lens ~10 s to import, the
+embedding model ~15 s), so stages first decide from cheap identities (file hashes, revisions
+read from disk) whether they have any work, and touch :class:`RunContext` attributes only then.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
+
+from autolabel.config import Config
+from autolabel.corpus import batch_windows, corpus_fingerprint, iter_windows
+from autolabel.embed import Embedder, get_embedder
+from autolabel.examples import TokenDecoder
+from autolabel.saes import (
+    REPORT_FILE,
+    LoadedSAE,
+    TrainReport,
+    check_fits,
+    default_sae_dir,
+    load_sae,
+    local_sae_hash,
+    local_sae_width,
+    train_sae,
+)
+from autolabel.store.collections import CollectionSpec
+from autolabel.subject import SubjectModel, known_revision, load_subject, load_tokenizer
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from autolabel.db import Database
+    from autolabel.llm import LLMClient
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def _noop(done: int, total: int) -> None:
+    """Progress sink used when the caller shows none."""
+
+
+def load_subject_for(config: Config) -> SubjectModel:
+    """The subject model named by the config, cut after the configured layer."""
+    from transformers.utils import logging as hf_logging  # heavy; only when a model loads
+
+    hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
+    s = config.subject
+    return load_subject(s.model, s.layer, device=s.device, dtype=s.dtype)
+
+
+def token_batches(config: Config, tokenizer: Any, max_tokens: int) -> Iterator[Any]:
+    """Padded batches of corpus windows (each document's split decided by its hash)."""
+    c = config.corpus
+    windows = iter_windows(c.source, tokenizer, window=c.window, seed=c.seed,
+                           test_fraction=c.test_fraction, text_field=c.text_field,
+                           max_tokens=max_tokens)
+    pad = tokenizer.pad_token_id
+    return batch_windows(windows, config.collect.batch_size, 0 if pad is None else int(pad))
+
+
+def train_default_sae(config: Config, subject: SubjectModel, out_dir: Path,
+                      progress: Progress = _noop) -> TrainReport:
+    """Train the configured small SAE on the configured corpus (held-out tokens for the report)."""
+    s = config.sae
+    batches = ((b.input_ids, b.attention_mask)
+               for b in token_batches(config, subject.tokenizer,
+                                      2 * (s.train_tokens + s.eval_tokens)))
+    return train_sae(subject, batches, out_dir, d_sae=s.d_sae, k=s.k,
+                     architecture=s.architecture, n_train_tokens=s.train_tokens,
+                     n_eval_tokens=s.eval_tokens, seed=config.corpus.seed, progress=progress)
+
+
+def default_sae_path(config: Config) -> Path:
+    """Cache folder of the offline default SAE for the configured model and layer."""
+    return default_sae_dir(config.subject.model, config.subject.layer, config.sae.d_sae,
+                           config.sae.k)
+
+
+def resolve_sae(config: Config, subject: SubjectModel,
+                progress: Progress = _noop) -> tuple[LoadedSAE, dict[str, Any] | None]:
+    """Load the configured SAE; the offline default is trained once (under a lock) and cached."""
+    spec, metrics = config.sae.sae, None
+    if spec == "default":
+        out = default_sae_path(config)
+        with FileLock(str(out) + ".train.lock", timeout=3600):  # one trainer at a time
+            if not (out / "cfg.json").is_file():
+                train_default_sae(config, subject, out, progress)
+        sae = load_sae(str(out), device=config.subject.device)
+        sae.source = "default"
+        report = out / REPORT_FILE
+        metrics = json.loads(report.read_text()) if report.is_file() else None
+    else:
+        sae = load_sae(spec, device=config.subject.device)
+    check_fits(sae, subject)
+    return sae, metrics
+
+
+@dataclass(frozen=True)
+class SAEIdentity:
+    """What identifies an SAE in the database, known without loading it."""
+
+    content_hash: str
+    d_sae: int
+
+
+def known_sae(config: Config) -> SAEIdentity | None:
+    """The configured SAE's hash and width when they can be read from disk (a trained default
+    or a local directory); None for hub SAEs and a default that is not trained yet."""
+    spec = config.sae.sae
+    path = default_sae_path(config) if spec == "default" else Path(spec).expanduser()
+    if not (path / "cfg.json").is_file():
+        return None
+    return SAEIdentity(local_sae_hash(path), local_sae_width(path))
+
+
+def collection_spec(config: Config, model_id: str, revision: str | None,
+                    sae_hash: str) -> CollectionSpec:
+    """The identity of a collection: model, SAE hash, corpus, window, seed, layer, settings."""
+    c, k = config.corpus, config.collect
+    settings = k.model_dump(exclude={"features", "tokens", "batch_size"})
+    return CollectionSpec(
+        model_id=model_id, model_revision=revision, sae_hash=sae_hash,
+        layer=config.subject.layer, corpus=c.source,
+        corpus_fingerprint=corpus_fingerprint(c.source, c.text_field), window=c.window,
+        seed=c.seed, test_fraction=c.test_fraction, n_tokens=k.tokens, settings=settings,
+    )
+
+
+def known_collection_spec(config: Config) -> CollectionSpec | None:
+    """The collection spec from cheap identities, or None when only loading can tell."""
+    revision, sae = known_revision(config.subject.model), known_sae(config)
+    if revision is None or sae is None:
+        return None
+    return collection_spec(config, config.subject.model, revision, sae.content_hash)
+
+
+def activations_of(subject: SubjectModel, sae: LoadedSAE, input_ids: Tensor,
+                   attention_mask: Tensor) -> Tensor:
+    """SAE latents ``[B, T, d_sae]`` for a batch (used by audits and benchmarks)."""
+    resid = subject.resid(input_ids, attention_mask)
+    flat = sae.encode(resid.reshape(-1, resid.shape[-1]))
+    return flat.reshape(*resid.shape[:2], -1)
+
+
+def _recorded_client(ctx: RunContext) -> LLMClient:
+    """The configured LLM client, recorded in ``llm_calls`` (cache + run-wide budget)."""
+    from autolabel.llm import RecordingClient, make_client
+
+    config = ctx.config
+    client = make_client(config.llm.model_copy(update={"max_cost": None}), None)
+    return RecordingClient(client, ctx.database, run_id=ctx.run_id, use_cache=ctx.use_cache,
+                           max_cost=config.llm.max_cost,
+                           max_tokens_total=config.llm.max_total_tokens)
+
+
+class RunContext:
+    """Everything heavy a run may need, each loaded at most once and only on first use.
+
+    One context serves a whole ``autolabel run`` (or one worker), so explain and score share
+    one LLM client (and its budget) and the subject model is loaded once. ``loaded`` names
+    what was actually loaded, which is how a run with nothing to do proves it loaded nothing.
+    """
+
+    def __init__(self, config: Config, database: Database, *, run_id: int | None = None,
+                 use_cache: bool = True, sae_progress: Progress = _noop,
+                 llm_factory: Callable[[RunContext], LLMClient] | None = None) -> None:
+        self.config, self.database = config, database
+        self.run_id, self.use_cache = run_id, use_cache
+        self.sae_progress = sae_progress
+        self.loaded: list[str] = []
+        self._llm_factory = llm_factory
+        self._tokenizers: dict[str, Any] = {}
+        self._decoders: dict[str, TokenDecoder] = {}
+
+    @cached_property
+    def subject(self) -> SubjectModel:
+        """The subject model, cut after the configured layer."""
+        self.loaded.append("subject")
+        return load_subject_for(self.config)
+
+    @cached_property
+    def _sae_and_metrics(self) -> tuple[LoadedSAE, dict[str, Any] | None]:
+        self.loaded.append("sae")
+        return resolve_sae(self.config, self.subject, self.sae_progress)
+
+    @property
+    def sae(self) -> LoadedSAE:
+        """The configured SAE (the offline default is trained on first use)."""
+        return self._sae_and_metrics[0]
+
+    @property
+    def sae_metrics(self) -> dict[str, Any] | None:
+        """The default SAE's training report, if it has one."""
+        return self._sae_and_metrics[1]
+
+    def tokenizer(self, model_id: str | None = None) -> Any:
+        """The tokenizer of ``model_id`` (default: the configured model), loaded once."""
+        model_id = model_id or self.config.subject.model
+        if model_id not in self._tokenizers:
+            loaded: SubjectModel | None = self.__dict__.get("subject")
+            if loaded is not None and loaded.model_id == model_id:
+                self._tokenizers[model_id] = loaded.tokenizer
+            else:
+                self._tokenizers[model_id] = load_tokenizer(model_id)
+            self.loaded.append(f"tokenizer:{model_id}")
+        return self._tokenizers[model_id]
+
+    def decoder(self, model_id: str | None = None) -> TokenDecoder:
+        """A memoised id -> text decoder for ``model_id``'s tokenizer."""
+        key = model_id or self.config.subject.model
+        if key not in self._decoders:
+            self._decoders[key] = TokenDecoder(self.tokenizer(key))
+        return self._decoders[key]
+
+    @cached_property
+    def llm(self) -> LLMClient:
+        """The run's one recorded LLM client (cache, call log and budget shared by stages)."""
+        self.loaded.append("llm")
+        factory = self._llm_factory or _recorded_client
+        return factory(self)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        """The search embedding model, loaded once."""
+        self.loaded.append("embedder")
+        return get_embedder(self.config.search.embedding_model)

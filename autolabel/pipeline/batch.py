@@ -1,0 +1,135 @@
+"""``autolabel run``: every configured stage in order over one :class:`RunContext`.
+
+Each stage is incremental, so a second run finds nothing to do and a killed one resumes. Budget
+or deadline exhaustion stops cleanly as ``partial`` (exit 3); any other error marks the run
+``failed`` (exit 1) with the work already stored kept.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from autolabel.audit import run_audit
+from autolabel.config import Config
+from autolabel.db import Database
+from autolabel.embed import embed_missing
+from autolabel.errors import AutolabelError, BudgetExceeded
+from autolabel.loading import Progress, RunContext, _noop
+from autolabel.pipeline.collect import collect_stage
+from autolabel.pipeline.explain import explain_stage
+from autolabel.pipeline.score import score_stage, scoring_needs_llm
+from autolabel.runs import (
+    RunSummary,
+    StageResult,
+    finish_run,
+    guarded,
+    run_lock,
+    start_run,
+)
+from autolabel.store import find_sae, select_features
+
+ProgressFactory = Callable[[str], Any]  # stage name -> progress callback
+
+
+def run_batch(config: Config, database: Database, *, wait: bool = False,
+              argv: list[str] | None = None, use_cache: bool = True,
+              progress_factory: ProgressFactory | None = None) -> RunSummary:
+    """The nightly batch: every configured stage in order, each incremental."""
+    with run_lock(database, wait):
+        run_id = start_run(database, "run", config, list(argv or []))
+        ctx = RunContext(config, database, run_id=run_id, use_cache=use_cache)
+        summary = run_stages(ctx, progress_factory)
+        finish_run(database, summary)
+    return summary
+
+
+def run_stages(ctx: RunContext, progress_factory: ProgressFactory | None) -> RunSummary:
+    """Run stages until done, out of budget, or failed."""
+    config = ctx.config
+    start = time.monotonic()
+    deadline = start + config.run.deadline if config.run.deadline else None
+    results: list[StageResult] = []
+    state: dict[str, Any] = {"report": None, "sae": None}
+    status, error = "ok", None
+    for stage in config.run.stages:
+        t0 = time.monotonic()
+        try:
+            summary = STAGES[stage](ctx, state, _progress(stage, progress_factory, deadline))
+            results.append(StageResult(stage, "ok", time.monotonic() - t0, summary))
+        except BudgetExceeded as exc:
+            status, error = "partial", str(exc)
+            results.append(StageResult(stage, "partial", time.monotonic() - t0, {}))
+            break
+        except AutolabelError as exc:
+            status, error = "failed", str(exc)
+            results.append(StageResult(stage, "failed", time.monotonic() - t0, {}))
+            break
+    assert ctx.run_id is not None
+    return RunSummary(ctx.run_id, status, results, state["report"], time.monotonic() - start,
+                      error)
+
+
+def _progress(stage: str, factory: ProgressFactory | None, deadline: float | None) -> Progress:
+    """The stage's progress callback (a UI bar when given), guarded by deadline and crash hook."""
+    sink = factory(stage) if factory else _noop
+    return guarded(stage, sink, deadline)
+
+
+def _collect(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    done = collect_stage(ctx.config, ctx.database, progress=progress, sae_progress=progress,
+                         ctx=ctx)
+    state["sae"] = done.sae
+    return done.__dict__
+
+
+def _explain(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    return explain_stage(ctx.config, ctx.database, sae_name=state.get("sae"),
+                         progress=progress, ctx=ctx).__dict__
+
+
+def _score(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    client = ctx.llm if scoring_needs_llm(ctx.config, list(ctx.config.scoring.scorers)) else None
+    return score_stage(ctx.config, ctx.database, sae_name=state.get("sae"), client=client,
+                       progress=progress, ctx=ctx).__dict__
+
+
+def _embed(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Index new explanations for semantic search."""
+    count = embed_missing(ctx.database, ctx.embedder, progress=progress)
+    return {"embedded": count, "model": ctx.embedder.name}
+
+
+def default_report_dir(config: Config, sae_name: str) -> Path:
+    """Where `autolabel run` writes its audit report unless ``audit.out_dir`` says otherwise."""
+    if config.audit.out_dir:
+        return Path(config.audit.out_dir)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sae_name)
+    return Path(platformdirs.user_data_dir("autolabel", appauthor=False)) / "reports" / safe
+
+
+def _audit(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Bias audit of the collected features, with its report."""
+    config, database = ctx.config, ctx.database
+    with database.session() as session:
+        sae = find_sae(session, state.get("sae"))
+        indices = [f.index for f in select_features(session, sae.id, config.collect.features,
+                                                    sae.d_sae)]
+        name = sae.name
+    result = run_audit(config, database, pairs=config.audit.pairs,
+                       out_dir=default_report_dir(config, name), features=indices,
+                       argv=sys.argv, progress=progress, embedder=ctx.embedder.embed,
+                       subject=ctx.subject, sae=ctx.sae)
+    state["report"] = str(result.html_path)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+
+
+STAGES: dict[str, Callable[[RunContext, dict[str, Any], Progress], dict[str, Any]]] = {
+    "collect": _collect, "explain": _explain, "score": _score, "embed": _embed,
+    "audit": _audit,
+}
