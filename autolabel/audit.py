@@ -624,7 +624,7 @@ def audit_key(config: Config, tax: Taxonomy, sae: Any, sources: Sequence[PairSou
     The labels (explanations and their scores) are part of it: a nightly run that explained
     more features must not reuse yesterday's tier-1 evidence.
     """
-    from autolabel.db import content_hash
+    from autolabel.hashing import content_hash
 
     label_hash = hashlib.sha256(json.dumps(labels, sort_keys=True, default=str).encode())
     return content_hash(config_hash(config), tax.sha256, sae.content_hash, pairs,

@@ -8,7 +8,6 @@ crashed-and-resumed batch can never insert a duplicate; bulk arrays are compact 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -507,24 +506,6 @@ def _check_reachable(engine: Engine, url: str) -> None:
         raise DatabaseError(
             f"cannot open database {redact(url)}: {reason}; check --db / AUTOLABEL_DB"
         ) from None
-
-
-def content_hash(*parts: object) -> str:
-    """Stable sha256 over the repr of the parts (used for keys of work already done)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(repr(part).encode("utf-8"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file read in 1 MiB chunks (provenance of weights, GGUFs, data files)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def env_db_url() -> str | None:

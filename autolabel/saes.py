@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from autolabel.config import cache_dir
-from autolabel.db import file_sha256
 from autolabel.errors import SAEError
+from autolabel.hashing import file_sha256
 from autolabel.subject import SubjectModel, env_offline, respect_offline_env
 
 if TYPE_CHECKING:

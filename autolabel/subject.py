@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from autolabel.config import cache_dir
-from autolabel.db import file_sha256
 from autolabel.errors import InputError, ModelError
+from autolabel.hashing import file_sha256
 
 DEFAULT_MODEL = "gemma-3-270m"
 _DEFAULT_DIRNAME = "gemma-3-270m"

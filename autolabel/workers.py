@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 
-from autolabel.db import WorkItem, content_hash
+from autolabel.db import WorkItem
 from autolabel.errors import AutolabelError, BudgetExceeded
+from autolabel.hashing import content_hash
 from autolabel.selection import range_spec
 
 if TYPE_CHECKING:

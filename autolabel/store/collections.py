@@ -13,10 +13,11 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from autolabel.db import Collection, Feature, content_hash, pack_array, utcnow
+from autolabel.db import Collection, Feature, pack_array, utcnow
 from autolabel.db import Example as ExampleRow
 from autolabel.errors import NotFoundError
 from autolabel.examples import Example
+from autolabel.hashing import content_hash
 from autolabel.selection import parse_feature_range
 
 TOKEN_DTYPE = "int32"
