@@ -1,15 +1,18 @@
 """Alembic environment for autolabel.
 
-Migrations run on a connection handed in by ``autolabel.db`` (``config.attributes``), so the
+Migrations run on a connection handed in by ``autolabel.db.migrate`` (``config.attributes``), so the
 same scripts serve migrate-on-open, ``autolabel db upgrade`` and tests, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import create_engine
 
 from alembic import context
-from autolabel.db import Base, normalize_url
+from autolabel.db.engine import normalize_url
+from autolabel.db.models import Base
 
 target_metadata = Base.metadata
 
@@ -18,8 +21,6 @@ def run_migrations_online() -> None:
     """Migrate using the caller's connection (or AUTOLABEL_DB when run by the alembic CLI)."""
     connection = context.config.attributes.get("connection")
     if connection is None:
-        import os
-
         engine = create_engine(normalize_url(os.environ.get("AUTOLABEL_DB")))
         with engine.begin() as conn:
             _configure_and_run(conn)

@@ -16,15 +16,37 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from autolabel import __version__
 from autolabel.errors import AutolabelError
+from autolabel.logs import add_log_file, configure_output
+from autolabel.safety import visible
 
 DEBUG_ENV = "AUTOLABEL_DEBUG"
 
 
+def _json_after_command(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``autolabel search "x" --json`` means the same as ``autolabel --json search "x"``."""
+    app = ctx.find_object(App)
+    if value and app is not None:
+        app.json_output = True
+
+
+class AutolabelCommand(click.Command):
+    """A command that also accepts the global ``--json`` after its own name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(
+            ["--json"], is_flag=True, expose_value=False, callback=_json_after_command,
+            help="Machine-readable JSON output (same as the global --json). Example: --json"))
+
+
 class AutolabelGroup(click.Group):
     """A click group that reports library errors as one clean line."""
+
+    command_class = AutolabelCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -32,8 +54,7 @@ class AutolabelGroup(click.Group):
         except AutolabelError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, str(exc), exc.exit_code, type(exc).__name__)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
@@ -42,12 +63,22 @@ class AutolabelGroup(click.Group):
         except Exception as exc:  # an autolabel bug: still one line unless debugging
             if os.environ.get(DEBUG_ENV) or ctx.find_root().params.get("verbose"):
                 raise
-            click.echo(
-                f"Error: unexpected {type(exc).__name__}: {exc} "
-                f"(re-run with {DEBUG_ENV}=1 for the traceback and report it)",
-                err=True,
-            )
-            ctx.exit(1)
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (re-run with {DEBUG_ENV}=1 "
+                  "for the traceback and report it)", 1, type(exc).__name__)
+
+
+def _fail(ctx: click.Context, message: str, code: int, kind: str) -> None:
+    """One ``Error:`` line on stderr; under ``--json`` also ``{"error": …}`` on stdout, so a
+    script reading stdout always gets a JSON document."""
+    line = visible(message.strip().splitlines()[0] if message.strip() else kind)
+    click.echo(f"Error: {line}", err=True)
+    app = ctx.find_object(App)
+    if app is not None and app.json_output:
+        click.echo(json.dumps({"error": line, "type": kind, "exit_code": code}))
+    ctx.exit(code)
+
+
+AutolabelGroup.group_class = AutolabelGroup  # subgroups (db, sae, features …) behave the same
 
 
 @dataclass
@@ -67,11 +98,22 @@ class App:
         flags = {"db": self.db_flag, **self.overrides}
         return load_config(self.config_path, flags)
 
-    def database(self, migrate: bool = True) -> Any:
-        """Open the configured database (migrated to head unless ``migrate=False``)."""
-        from autolabel.db import open_database
+    def database(self, migrate: bool = True, create: bool = False) -> Any:
+        """Open the configured database (migrated to head unless ``migrate=False``).
 
-        return open_database(self.config().db, migrate=migrate)
+        Only commands that make databases (``create=True``) may start a new SQLite file, and
+        they say where; any other command refuses a path that does not exist, so a typo in
+        ``--db`` cannot hide the user's data behind a new empty database.
+        """
+        from autolabel.db import open_database  # heavy-ish: sqlalchemy + alembic
+        from autolabel.db.files import prepare_sqlite_file
+
+        url = self.config().db
+        created = prepare_sqlite_file(url, create=create)
+        database = open_database(url, migrate=migrate)
+        if created is not None:
+            click.echo(f"Created a new database at {visible(str(created))}", err=True)
+        return database
 
     def emit(self, data: Any, human: str) -> None:
         """Print ``data`` as JSON under ``--json``, else the human-readable text."""
@@ -117,8 +159,7 @@ def cli(
       autolabel db upgrade
       autolabel --db labels.db config show
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_output(verbose)
     ctx.obj = App(config_path=config_path, db_flag=db, json_output=json_output, verbose=verbose)
 
 
@@ -148,7 +189,7 @@ def db_upgrade(app: App) -> None:
     """
     from autolabel.db import current_revision, redact
 
-    database = app.database(migrate=True)
+    database = app.database(migrate=True, create=True)
     rev = current_revision(database.engine)
     app.emit(
         {"url": redact(database.url), "revision": rev},
@@ -314,7 +355,7 @@ def collect_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
     app.overrides.update({"collect.features": features, "collect.tokens": tokens,
                           "corpus.window": window, "collect.batch_size": batch_size,
                           "corpus.seed": seed})
-    config, database = app.config(), app.database()
+    config, database = app.config(), app.database(create=True)
     with progress_bar("training default SAE", "tok") as sae_bar, \
             progress_bar("collecting", "tok") as bar:
         summary = collect_stage(config, database, force=force, progress=bar,
@@ -370,7 +411,7 @@ def sae_train(app: App, model: str | None, layer: int | None, sae: str | None,
     app.overrides.update(model_overrides(model, layer, sae, corpus, text_field, device))
     app.overrides.update({"sae.d_sae": d_sae, "sae.k": k, "sae.architecture": architecture,
                           "sae.train_tokens": tokens})
-    config, database = app.config(), app.database()
+    config, database = app.config(), app.database(create=True)
     with progress_bar("training SAE", "tok") as bar:
         report, name = sae_train_stage(config, database, out, bar)
     app.emit({"name": name, **report.__dict__, "path": str(report.path)},
@@ -421,8 +462,6 @@ def features_list(app: App, sae: str | None, limit: int, offset: int) -> None:
     if app.json_output:
         app.emit({"sae": record.name, "total": total, "features": data}, "")
     else:
-        from rich.console import Console
-
         Console().print(table)
 
 
@@ -449,8 +488,6 @@ def features_show(app: App, feature: str, limit: int) -> None:
     if app.json_output:
         app.emit(payload.as_json(), "")
     else:
-        from rich.console import Console
-
         print_feature_payload(Console(), payload, limit)
 
 
@@ -643,8 +680,6 @@ def search_cmd(app: App, query: str, mode: str | None, sae: str | None, layer: i
     if app.json_output:
         app.emit([h.__dict__ for h in hits], "")
         return
-    from rich.console import Console
-
     Console().print(search_table(query, hits))
 
 
@@ -680,6 +715,7 @@ def audit_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
       autolabel audit --pairs builtin,winobias:data/winobias --features 0:512 --out audit
     """
     from autolabel.audit import run_audit
+    from autolabel.loading import RunContext
     from autolabel.selection import parse_feature_range
     from autolabel.views import progress_bar
 
@@ -687,9 +723,10 @@ def audit_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
     app.overrides["audit.pairs"] = pairs
     config, database = app.config(), app.database()
     selected = parse_feature_range(features) if features else None
+    ctx = RunContext(config, database)  # loads model, SAE, embedder only if there is work
     with progress_bar("auditing", "pair") as bar:
-        result = run_audit(config, database, pairs=config.audit.pairs, out_dir=out,
-                           features=selected, argv=sys.argv, progress=bar, force=force)
+        result = run_audit(ctx, pairs=config.audit.pairs, out_dir=out, features=selected,
+                           argv=sys.argv, progress=bar, force=force)
     app.emit(result.__dict__,
              f"{'Reused' if result.skipped else 'Wrote'} audit {result.audit_id}: "
              f"{result.flagged_features} of {result.n_features} features flagged "
@@ -716,8 +753,6 @@ def stats_cmd(app: App, sae: str | None) -> None:
     if app.json_output:
         app.emit(rows, "")
         return
-    from rich.console import Console
-
     Console().print(stats_table(rows))
 
 
@@ -782,16 +817,13 @@ def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | 
       autolabel --config nightly.toml run --deadline 6h --max-cost 5 --log run.log
     """
     from autolabel.pipeline import run_batch
-    from autolabel.views import run_table, stage_progress
+    from autolabel.views import plain, run_table, stage_progress
 
     if log_file:
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+        add_log_file(str(log_file))
     app.overrides.update({"llm.max_cost": max_cost, "llm.max_total_tokens": max_llm_tokens,
                           "run.deadline": deadline})
-    config, database = app.config(), app.database()
+    config, database = app.config(), app.database(create=True)
     if worker:
         _run_worker(app, config, database, batch_size, stale_after, not no_cache)
         return
@@ -802,14 +834,12 @@ def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | 
     if app.json_output:
         app.emit(summary.as_json(), "")
     else:
-        from rich.console import Console
-
         console = Console()
         console.print(run_table(summary))
         if summary.report:
-            console.print(f"Report: {summary.report}")
+            console.print(plain(f"Report: {summary.report}"))
         if summary.error:
-            console.print(f"[yellow]{summary.status}: {summary.error}[/yellow]")
+            console.print(plain(f"{summary.status}: {summary.error}"), style="yellow")
     app_exit(summary.exit_code)
 
 
@@ -861,8 +891,12 @@ def export_cmd(app: App, fmt: str, sae: str | None, features: str | None,
       autolabel export --format neuronpedia --out neuronpedia/ --features 0:64
     """
     from autolabel.export import export_features
+    loader: Any = None
+    if fmt == "neuronpedia":  # only this format shows token strings
+        from autolabel.subject import load_tokenizer as loader  # heavy: imports torch
 
-    count = export_features(app.database(), sae_name=sae, fmt=fmt, out=out, features=features)
+    count = export_features(app.database(), sae_name=sae, fmt=fmt, out=out, features=features,
+                            load_tokenizer=loader)
     if out is not None:
         app.emit({"exported": count, "format": fmt, "out": str(out)},
                  f"Exported {count} features as {fmt} to {out}.")
@@ -880,7 +914,7 @@ def import_cmd(app: App, file: Path) -> None:
     """
     from autolabel.export import import_jsonl
 
-    summary = import_jsonl(app.database(), file)
+    summary = import_jsonl(app.database(create=True), file)
     data = summary.as_json()
     app.emit(data, f"Imported {data['features']} features from {file}: {data['inserted']} rows "
                    f"inserted, {data['updated']} updated.")

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from autolabel.errors import ConfigError
+from autolabel.errors import ConfigError, InputError
+from autolabel.selection import check_feature_spec
 
 ENV_PREFIX = "AUTOLABEL_"
 # Variables that steer the tool itself rather than a config key.
@@ -90,6 +91,16 @@ class CollectConfig(Section):
     test_quantile: int = Field(10, ge=0)
     random: int = Field(20, ge=0)
     n_bins: int = Field(5, gt=0)
+
+    @field_validator("features")
+    @classmethod
+    def _features_parse(cls, value: str) -> str:
+        """Reject a malformed range when the config loads, not after the model has loaded."""
+        try:
+            check_feature_spec(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class LLMConfig(Section):
@@ -215,6 +226,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it "
+                          "as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; pass a .toml file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc}); fix the syntax") from None
 
@@ -291,8 +307,9 @@ def _validate(data: dict[str, Any], source: str) -> Config:
                 f"unknown config key '{key}' (in {source}); "
                 "run `autolabel config show` to see the valid keys"
             ) from None
+        message = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(
-            f"bad value for '{key}' (in {source}): {err['msg']}; got {err.get('input')!r}"
+            f"bad value for '{key}' (in {source}): {message}; got {err.get('input')!r}"
         ) from None
 
 

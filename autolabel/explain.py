@@ -62,11 +62,11 @@ def _max_act(example: TextExample) -> float:
     return max(example.activations, default=0.0)
 
 
-def _fatal(exc: BaseException, client: object = None) -> bool:
+def _fatal(exc: BaseException, client: LLMClient | None = None) -> bool:
     """Errors that must stop the stage instead of becoming a stored status: the budget ran
     out, or the client's circuit breaker opened (the backend is down; every further call
     would fail the same way). The breaker is recognised by a ``circuit_open`` attribute or a
-    "Circuit…" error class, or by an open ``.breaker`` on the client or a wrapped client."""
+    "Circuit…" error class, or by the client's ``breaker_open``."""
     if isinstance(exc, BudgetExceeded):
         return True
     if getattr(exc, "circuit_open", False) or "circuit" in type(exc).__name__.lower():
@@ -74,14 +74,10 @@ def _fatal(exc: BaseException, client: object = None) -> bool:
     return _breaker_open(client)
 
 
-def _breaker_open(client: object, depth: int = 3) -> bool:
-    """Whether ``client`` (or a client it wraps: ``.inner``/``.client``) has an open breaker."""
-    if client is None or depth == 0:
-        return False
-    if getattr(getattr(client, "breaker", None), "open", False) is True:
-        return True
-    return any(_breaker_open(getattr(client, attr, None), depth - 1)
-               for attr in ("inner", "client"))
+def _breaker_open(client: LLMClient | None) -> bool:
+    """Whether the client's circuit breaker is open (a RecordingClient forwards its backend's,
+    so no wrapper needs unwrapping)."""
+    return client is not None and client.breaker_open is True
 
 
 # --------------------------------------------------------------------------- LLM explainer

@@ -22,6 +22,7 @@ from autolabel.config import Config
 from autolabel.corpus import batch_windows, corpus_fingerprint, iter_windows
 from autolabel.embed import Embedder, get_embedder
 from autolabel.examples import TokenDecoder
+from autolabel.llm.factory import recorded_client
 from autolabel.saes import (
     REPORT_FILE,
     LoadedSAE,
@@ -153,14 +154,10 @@ def activations_of(subject: SubjectModel, sae: LoadedSAE, input_ids: Tensor,
 
 
 def _recorded_client(ctx: RunContext) -> LLMClient:
-    """The configured LLM client, recorded in ``llm_calls`` (cache + run-wide budget)."""
-    from autolabel.llm import RecordingClient, make_client
-
-    config = ctx.config
-    client = make_client(config.llm.model_copy(update={"max_cost": None}), None)
-    return RecordingClient(client, ctx.database, run_id=ctx.run_id, use_cache=ctx.use_cache,
-                           max_cost=config.llm.max_cost,
-                           max_tokens_total=config.llm.max_total_tokens)
+    """The configured LLM client, recorded in ``llm_calls`` (cache + run-wide budget); built
+    without loading the local model, which loads on the first request the cache cannot answer."""
+    return recorded_client(ctx.config, ctx.database, run_id=ctx.run_id,
+                           use_cache=ctx.use_cache)
 
 
 class RunContext:
@@ -168,7 +165,9 @@ class RunContext:
 
     One context serves a whole ``autolabel run`` (or one worker), so explain and score share
     one LLM client (and its budget) and the subject model is loaded once. ``loaded`` names
-    what was actually loaded, which is how a run with nothing to do proves it loaded nothing.
+    what was actually loaded, which is how a run with nothing to do proves it loaded nothing:
+    the LLM client and the embedder are cheap to create and count only once their model is
+    in memory (a server-backed client never loads one).
     """
 
     def __init__(self, config: Config, database: Database, *, run_id: int | None = None,
@@ -177,20 +176,53 @@ class RunContext:
         self.config, self.database = config, database
         self.run_id, self.use_cache = run_id, use_cache
         self.sae_progress = sae_progress
-        self.loaded: list[str] = []
+        self._loaded: list[str] = []
         self._llm_factory = llm_factory
         self._tokenizers: dict[str, Any] = {}
         self._decoders: dict[str, TokenDecoder] = {}
 
+    @classmethod
+    def from_objects(cls, config: Config, database: Database, *, subject: Any = None,
+                     sae: Any = None, sae_metrics: dict[str, Any] | None = None,
+                     embedder: Any = None, **kwargs: Any) -> RunContext:
+        """A context around objects already in memory (tests, notebooks, benchmarks).
+
+        Given objects are used as if loaded (they are not listed in ``loaded``); the others
+        still load lazily from ``config``. Duck-typed objects (a fake SAE) are fine.
+        """
+        ctx = cls(config, database, **kwargs)
+        given = {"subject": subject, "_sae_and_metrics": None if sae is None else
+                 (sae, sae_metrics), "embedder": embedder}
+        ctx.__dict__.update({k: v for k, v in given.items() if v is not None})
+        return ctx
+
+    @property
+    def loaded(self) -> list[str]:
+        """What this context has loaded so far: subject, sae, tokenizer:ID, llm, embedder."""
+        names = list(self._loaded)
+        llm = self.__dict__.get("llm")
+        backend = llm.local_backend() if llm is not None else None
+        if backend is not None and backend.loaded:
+            names.append("llm")
+        embedder = self.__dict__.get("embedder")
+        if embedder is not None and getattr(embedder, "loaded", False):
+            names.append("embedder")
+        return names
+
+    def in_memory(self, name: str) -> bool:
+        """Whether ``name`` (subject, sae, llm, embedder) is available without loading it, so
+        a stage may read its identity for free (e.g. an SAE's hash) before deciding to work."""
+        return ("_sae_and_metrics" if name == "sae" else name) in self.__dict__
+
     @cached_property
     def subject(self) -> SubjectModel:
         """The subject model, cut after the configured layer."""
-        self.loaded.append("subject")
+        self._loaded.append("subject")
         return load_subject_for(self.config)
 
     @cached_property
     def _sae_and_metrics(self) -> tuple[LoadedSAE, dict[str, Any] | None]:
-        self.loaded.append("sae")
+        self._loaded.append("sae")
         return resolve_sae(self.config, self.subject, self.sae_progress)
 
     @property
@@ -212,7 +244,7 @@ class RunContext:
                 self._tokenizers[model_id] = loaded.tokenizer
             else:
                 self._tokenizers[model_id] = load_tokenizer(model_id)
-            self.loaded.append(f"tokenizer:{model_id}")
+            self._loaded.append(f"tokenizer:{model_id}")
         return self._tokenizers[model_id]
 
     def decoder(self, model_id: str | None = None) -> TokenDecoder:
@@ -224,13 +256,12 @@ class RunContext:
 
     @cached_property
     def llm(self) -> LLMClient:
-        """The run's one recorded LLM client (cache, call log and budget shared by stages)."""
-        self.loaded.append("llm")
+        """The run's one recorded LLM client (cache, call log and budget shared by stages); its
+        local model, if any, loads on the first request the call cache cannot answer."""
         factory = self._llm_factory or _recorded_client
         return factory(self)
 
     @cached_property
     def embedder(self) -> Embedder:
-        """The search embedding model, loaded once."""
-        self.loaded.append("embedder")
+        """The search embedder; its model loads on the first text it embeds."""
         return get_embedder(self.config.search.embedding_model)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from autolabel.errors import AutolabelError
@@ -68,8 +68,6 @@ def _environment() -> SandboxedEnvironment:
 
 def render(template_name: str, **context: Any) -> str:
     """Render a template from ``prompts/``; corpus text must arrive sanitised in ``context``."""
-    from jinja2 import TemplateNotFound
-
     try:
         template = _environment().get_template(template_name)
     except TemplateNotFound as exc:

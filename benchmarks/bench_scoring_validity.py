@@ -1,6 +1,6 @@
 """Validity of simulation scoring on planted-rule features (issues 5 and 9).
 
-Planted features (autolabel/planted.py) have a known rule, so a trustworthy scorer must give
+Planted features (autolabel/scoring/planted.py) have a known rule, so a trustworthy scorer must give
 the true rule's description a higher score than another rule's. Each planted feature is treated
 like an SAE feature: windows of real text (gensim's Wikipedia sample, tokenised by the subject
 model's tokenizer) split by document; explanations come from the train split (the true
@@ -24,14 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from autolabel.planted import PlantedData, hf_tokenize, planted_from_corpus, wrong_description
-from autolabel.scorers import (
+from autolabel.examples import TextExample
+from autolabel.scoring import (
     EmbeddingSimulator,
-    ScoredSequence,
+    PlantedData,
     SimulationScorer,
     Simulator,
+    hf_tokenize,
     llm_simulator,
+    planted_features,
+    planted_from_corpus,
     sanity_check,
+    wrong_description,
 )
 
 
@@ -67,7 +71,7 @@ def make_client(args: argparse.Namespace) -> Any:
 def explanations(data: list[PlantedData], args: argparse.Namespace,
                  client: Any) -> dict[str, list[str | None]]:
     """Per source (true / tokens / llm): one explanation per planted feature, from train."""
-    from autolabel.explain import ExampleText, LLMExplainer, TokenStatsExplainer
+    from autolabel.explain import LLMExplainer, TokenStatsExplainer
 
     out: dict[str, list[str | None]] = {"true": [d.feature.description for d in data]}
     background: Counter[str] = Counter()
@@ -75,8 +79,7 @@ def explanations(data: list[PlantedData], args: argparse.Namespace,
         for s in d.train:
             background.update(s.tokens)
     stats = TokenStatsExplainer()
-    examples = [[ExampleText(s.tokens, s.activations, s.document_id) for s in d.train]
-                for d in data]
+    examples = [d.train for d in data]  # TextExample windows, as explainers take them
     out["tokens"] = [stats.explain(ex, background).text for ex in examples]
     if client is not None and not args.no_llm_explainer:
         explainer = LLMExplainer(client)
@@ -86,8 +89,6 @@ def explanations(data: list[PlantedData], args: argparse.Namespace,
 
 def wrong_index(i: int, n: int) -> int:
     """The floor's source feature for feature i (seeded, as wrong_description)."""
-    from autolabel.planted import planted_features
-
     descriptions = [f.description for f in planted_features()]
     j = descriptions.index(wrong_description(i))
     return j if j < n and j != i else (i + 1) % n
@@ -105,7 +106,7 @@ def score_source(simulator: Simulator, data: list[PlantedData],
     return rows
 
 
-def _r(scorer: SimulationScorer, text: str | None, test: list[ScoredSequence],
+def _r(scorer: SimulationScorer, text: str | None, test: list[TextExample],
        scale: float) -> float | None:
     if not text:
         return None

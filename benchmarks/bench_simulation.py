@@ -21,8 +21,7 @@ import time
 
 import numpy as np
 
-from autolabel.planted import hf_tokenize, planted_from_corpus
-from autolabel.scorers import LocalLogprobSimulator
+from autolabel.scoring import LocalLogprobSimulator, hf_tokenize, planted_from_corpus
 
 
 def main() -> None:

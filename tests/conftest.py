@@ -31,11 +31,10 @@ def _isolated_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_sanity_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Simulator sanity reports are cached on disk; tests must not share (or leave) them."""
-    import autolabel.scorers as scorers
+    from autolabel.scoring import sanity
 
-    monkeypatch.setattr(scorers, "_SANITY_CACHE", {})
-    monkeypatch.setattr(scorers, "_sanity_path",
-                        lambda simulator: tmp_path / "sanity" / f"{abs(hash(simulator.name))}.json")
+    monkeypatch.setattr(sanity, "_SANITY_CACHE", {})
+    monkeypatch.setattr(sanity, "_sanity_path", lambda key: tmp_path / "sanity" / f"{key}.json")
 
 
 @pytest.fixture

@@ -54,6 +54,11 @@ class ScriptedClient:
     def capabilities(self) -> _Caps:
         return self.caps
 
+    @property
+    def breaker_open(self) -> bool:
+        """Like OpenAIClient's: open once a ``.breaker`` is set and open."""
+        return getattr(getattr(self, "breaker", None), "open", False) is True
+
     def _next(self) -> _Reply:
         item = self.replies.pop(0)
         if isinstance(item, Exception):

@@ -112,6 +112,7 @@ def test_run_end_to_end_then_nothing_to_do(tiny: dict[str, Path], tmp_path: Path
     assert by_stage["score"]["scored"] == 0
     assert by_stage["embed"]["embedded"] == 0
     assert by_stage["audit"]["skipped"] is True
+    assert second["loaded"] == []  # nothing to do: no model, SAE, tokenizer, LLM or embedder
     assert snapshot(db) == snap
 
 

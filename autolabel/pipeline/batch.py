@@ -21,20 +21,25 @@ from autolabel.db import Database
 from autolabel.embed import embed_missing
 from autolabel.errors import AutolabelError, BudgetExceeded
 from autolabel.loading import Progress, RunContext, _noop
+from autolabel.logs import logged_progress, stage_logger
 from autolabel.pipeline.collect import collect_stage
 from autolabel.pipeline.explain import explain_stage
 from autolabel.pipeline.score import score_stage, scoring_needs_llm
 from autolabel.runs import (
+    Heartbeat,
     RunSummary,
     StageResult,
+    closing_run,
     finish_run,
     guarded,
     run_lock,
+    stage_headline,
     start_run,
 )
 from autolabel.store import find_sae, select_features
 
 ProgressFactory = Callable[[str], Any]  # stage name -> progress callback
+log = stage_logger()
 
 
 def run_batch(config: Config, database: Database, *, wait: bool = False,
@@ -42,10 +47,11 @@ def run_batch(config: Config, database: Database, *, wait: bool = False,
               progress_factory: ProgressFactory | None = None) -> RunSummary:
     """The nightly batch: every configured stage in order, each incremental."""
     with run_lock(database, wait):
-        run_id = start_run(database, "run", config, list(argv or []))
-        ctx = RunContext(config, database, run_id=run_id, use_cache=use_cache)
-        summary = run_stages(ctx, progress_factory)
-        finish_run(database, summary)
+        run_id = start_run(database, "run", config, list(argv or []), lock_held=True)
+        with closing_run(database, run_id):
+            ctx = RunContext(config, database, run_id=run_id, use_cache=use_cache)
+            summary = run_stages(ctx, progress_factory)
+            finish_run(database, summary)
     return summary
 
 
@@ -57,28 +63,41 @@ def run_stages(ctx: RunContext, progress_factory: ProgressFactory | None) -> Run
     results: list[StageResult] = []
     state: dict[str, Any] = {"report": None, "sae": None}
     status, error = "ok", None
+    beat = Heartbeat(ctx.database, ctx.run_id) if ctx.run_id is not None else None
     for stage in config.run.stages:
         t0 = time.monotonic()
+        log.info("stage %s: started", stage)
         try:
-            summary = STAGES[stage](ctx, state, _progress(stage, progress_factory, deadline))
+            progress = _progress(stage, progress_factory, deadline, beat)
+            summary = STAGES[stage](ctx, state, progress)
             results.append(StageResult(stage, "ok", time.monotonic() - t0, summary))
         except BudgetExceeded as exc:
             status, error = "partial", str(exc)
             results.append(StageResult(stage, "partial", time.monotonic() - t0, {}))
-            break
         except AutolabelError as exc:
             status, error = "failed", str(exc)
             results.append(StageResult(stage, "failed", time.monotonic() - t0, {}))
+        _log_finished(results[-1], error)
+        if status != "ok":
             break
     assert ctx.run_id is not None
     return RunSummary(ctx.run_id, status, results, state["report"], time.monotonic() - start,
-                      error)
+                      error, loaded=list(ctx.loaded))
 
 
-def _progress(stage: str, factory: ProgressFactory | None, deadline: float | None) -> Progress:
-    """The stage's progress callback (a UI bar when given), guarded by deadline and crash hook."""
+def _log_finished(result: StageResult, error: str | None) -> None:
+    """The stage's finish line: status, seconds and its headline counts (or the error)."""
+    what = stage_headline(result.stage, result.summary) if result.status == "ok" else error
+    log.info("stage %s: %s in %.1fs%s", result.stage, result.status, result.seconds,
+             f": {what}" if what else "")
+
+
+def _progress(stage: str, factory: ProgressFactory | None, deadline: float | None,
+              beat: Heartbeat | None) -> Progress:
+    """The stage's progress callback (a UI bar when given, periodic log lines always), guarded
+    by the deadline and the crash hook, beating the run's heartbeat."""
     sink = factory(stage) if factory else _noop
-    return guarded(stage, sink, deadline)
+    return guarded(stage, logged_progress(stage, sink), deadline, beat)
 
 
 def _collect(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -100,7 +119,8 @@ def _score(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[s
 
 
 def _embed(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """Index new explanations for semantic search."""
+    """Index new explanations for semantic search (the embedding model loads only if some
+    explanation lacks a vector)."""
     count = embed_missing(ctx.database, ctx.embedder, progress=progress)
     return {"embedded": count, "model": ctx.embedder.name}
 
@@ -121,10 +141,8 @@ def _audit(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[s
         indices = [f.index for f in select_features(session, sae.id, config.collect.features,
                                                     sae.d_sae)]
         name = sae.name
-    result = run_audit(config, database, pairs=config.audit.pairs,
-                       out_dir=default_report_dir(config, name), features=indices,
-                       argv=sys.argv, progress=progress, embedder=ctx.embedder.embed,
-                       subject=ctx.subject, sae=ctx.sae)
+    result = run_audit(ctx, pairs=config.audit.pairs, out_dir=default_report_dir(config, name),
+                       features=indices, argv=sys.argv, progress=progress)
     state["report"] = str(result.html_path)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
 

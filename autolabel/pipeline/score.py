@@ -1,25 +1,30 @@
 """The score stage: every ok explanation on held-out (test-split) data, each beside its floor.
 
-Which explanations still lack a score is decided before any scorer loads its model, so a
-finished stage costs a few queries.
+The stage sees scorers only through :class:`~autolabel.scoring.Scorer`: ``name`` and
+``simulator`` key the stored scores, ``score`` does the work. Building a scorer loads nothing
+(the ``auto`` simulator's sanity verdict comes from its disk cache), so which explanations still
+lack a score is decided before any model loads, and a finished stage costs a few queries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from autolabel import scorers
 from autolabel.config import Config
-from autolabel.db import Database
-from autolabel.errors import ConfigError
+from autolabel.db import Database, Explanation
 from autolabel.examples import TextExample, TokenDecoder
 from autolabel.llm import LLMClient
 from autolabel.loading import Progress, RunContext, _noop
 from autolabel.pipeline.explain import feature_context
-from autolabel.store import add_score, load_examples, mark_best, ok_explanations, scored_keys
+from autolabel.scoring import Scorer, ScoreResult, make_scorer, needs_llm
+from autolabel.store.explanations import ok_explanations
+from autolabel.store.features import load_examples
+from autolabel.store.scores import add_score, mark_best, scored_keys
 
 FALLBACK_FLOOR_TEXT = "words related to cooking and kitchen utensils"
 
@@ -38,6 +43,18 @@ class ScoreSummary:
     seconds: float
 
 
+@dataclass
+class _Tally:
+    """Running totals over all scorers: counts and (score, floor) pairs for the means."""
+
+    scored: int = 0
+    skipped: int = 0
+    pairs: list[tuple[float, float]] = field(default_factory=list)
+
+    def mean(self, i: int) -> float | None:
+        return sum(p[i] for p in self.pairs) / len(self.pairs) if self.pairs else None
+
+
 def test_sequences(database: Database, feature_id: int,
                    decode: TokenDecoder) -> tuple[list[TextExample], float]:
     """Held-out scoring data (test top + quantile + random) and the train max for scaling.
@@ -52,7 +69,8 @@ def test_sequences(database: Database, feature_id: int,
     return [e.to_text(decode) for e in test], scale
 
 
-def pick_floor_explanation(explanations: list[Any], feature_id: int, seed: int) -> Any | None:
+def pick_floor_explanation(explanations: Sequence[Explanation], feature_id: int,
+                           seed: int) -> Explanation | None:
     """A wrong explanation for the floor: another feature's, chosen reproducibly."""
     others = [e for e in explanations if e.feature_id != feature_id]
     if not others:
@@ -60,23 +78,10 @@ def pick_floor_explanation(explanations: list[Any], feature_id: int, seed: int) 
     return random.Random(seed * 1_000_003 + feature_id).choice(others)
 
 
-def scoring_needs_llm(config: Config, scorer_names: list[str]) -> bool:
-    """Whether scoring calls an LLM (any non-simulation scorer, or a non-embedding simulator)."""
-    return (any(n != "simulation" for n in scorer_names)
-            or config.scoring.simulator != "embedding")
-
-
-def _make_scorer(config: Config, name: str, client: LLMClient | None,
-                 ctx: RunContext) -> tuple[Any, dict[str, Any] | None]:
-    """A scorer object; simulation picks its simulator (and may run the sanity check)."""
-    if name == "simulation":
-        simulator, report = scorers.choose_simulator(config.scoring.simulator, client,
-                                                     lambda: ctx.embedder)
-        return scorers.SimulationScorer(simulator), (report.__dict__ if report else None)
-    if client is None:
-        raise ConfigError(f"the {name} scorer needs an LLM; configure [llm]")
-    cls = scorers.DetectionScorer if name == "detection" else scorers.FuzzingScorer
-    return cls(client, seed=config.scoring.seed), None
+def scoring_needs_llm(config: Config, scorer_names: Sequence[str]) -> bool:
+    """Whether any of the scorers calls an LLM under this config (so a client is worth
+    building); the scoring factory knows which do."""
+    return any(needs_llm(name, config.scoring) for name in scorer_names)
 
 
 def score_stage(config: Config, database: Database, *, sae_name: str | None = None,
@@ -84,75 +89,69 @@ def score_stage(config: Config, database: Database, *, sae_name: str | None = No
                 use_cache: bool = True, run_id: int | None = None,
                 client: LLMClient | None = None, progress: Progress = _noop,
                 ctx: RunContext | None = None) -> ScoreSummary:
-    """Score ok explanations on held-out data, each beside its floor; mark the best per feature."""
+    """Score ok explanations on held-out data, each beside its floor; mark the best per feature.
+
+    Scorers are built only when there are explanations, and built lazily: a scorer loads its
+    model on its first ``score``, which a stage with everything already scored never calls.
+    """
     start = time.perf_counter()
     ctx = ctx or RunContext(config, database, run_id=run_id, use_cache=use_cache)
     sae, ids, model_id = feature_context(database, sae_name, features)
     with database.session() as session:
         explanations = ok_explanations(session, ids)
     names = scorer_names or list(config.scoring.scorers)
-    if client is None and scoring_needs_llm(config, names):
+    if client is None and explanations and scoring_needs_llm(config, names):
         client = ctx.llm
-    totals = {"scored": 0, "skipped": 0}
-    values: list[tuple[float, float]] = []
-    sim_name, sanity = "", None
-    for name in names:
-        scorer, report = _make_scorer(config, name, client, ctx)
-        if name == "simulation":
-            sim_name, sanity = scorer.simulator.name, report
-        _score_all(config, database, scorer, name, explanations,
-                   lambda: ctx.decoder(model_id), ctx.run_id, totals, values, progress)
+    scorers = [make_scorer(name, config.scoring, client, lambda: ctx.embedder)
+               for name in names] if explanations else []
+    tally = _Tally()
+    for scorer in scorers:
+        _score_all(config, database, scorer, explanations, lambda: ctx.decoder(model_id),
+                   ctx.run_id, tally, progress)
     with database.session() as session:
         mark_best(session, ids)
-    mean = (sum(v for v, _ in values) / len(values)) if values else None
-    floor = (sum(f for _, f in values) / len(values)) if values else None
-    return ScoreSummary(sae.name, totals["scored"], totals["skipped"], sim_name, sanity, mean,
-                        floor, time.perf_counter() - start)
+    sim_name = next((s.simulator for s in scorers if s.simulator), "")
+    sanity = next((dataclasses.asdict(s.sanity) for s in scorers if s.sanity is not None), None)
+    return ScoreSummary(sae.name, tally.scored, tally.skipped, sim_name, sanity, tally.mean(0),
+                        tally.mean(1), time.perf_counter() - start)
 
 
-def _score_all(config: Config, database: Database, scorer: Any, name: str,
-               explanations: list[Any], decoder: Any, run_id: int | None,
-               totals: dict[str, int], values: list[tuple[float, float]],
-               progress: Progress) -> None:
-    """Score each explanation lacking this scorer's score; one transaction per explanation."""
-    sim = scorer.simulator.name if name == "simulation" else ""
+def _score_all(config: Config, database: Database, scorer: Scorer,
+               explanations: Sequence[Explanation], decoder: Callable[[], TokenDecoder],
+               run_id: int | None, tally: _Tally, progress: Progress) -> None:
+    """Score each explanation lacking this scorer's score; one transaction per explanation.
+
+    What is done is read under the scorer's identity before any sequence is decoded, so the
+    tokenizer, too, loads only when something is left to score.
+    """
     with database.session() as session:
-        done = scored_keys(session, [e.id for e in explanations], name, sim)
+        done = scored_keys(session, [e.id for e in explanations], scorer.name, scorer.simulator)
     todo = [e for e in explanations if e.id not in done]
-    totals["skipped"] += len(explanations) - len(todo)
+    tally.skipped += len(explanations) - len(todo)
     cache: dict[int, tuple[list[TextExample], float]] = {}
     for i, expl in enumerate(todo):
         if expl.feature_id not in cache:
             cache[expl.feature_id] = test_sequences(database, expl.feature_id, decoder())
         seqs, scale = cache[expl.feature_id]
         wrong = pick_floor_explanation(explanations, expl.feature_id, config.scoring.seed)
-        result, floor = _score_pair(scorer, name, expl.text, wrong, seqs, scale)
-        _store_score(database, expl.id, name, sim, result, floor, wrong, run_id)
-        totals["scored"] += 1
+        wrong_text = (wrong.text or "") if wrong is not None else FALLBACK_FLOOR_TEXT
+        result = scorer.score(expl.text or "", seqs, scale)  # ok explanations have text
+        floor = scorer.score(wrong_text, seqs, scale)  # same scorer, same data, wrong text
+        _store_score(database, expl.id, scorer, result, floor, wrong, run_id)
+        tally.scored += 1
         if result.value is not None and floor.value is not None:
-            values.append((result.value, floor.value))
+            tally.pairs.append((result.value, floor.value))
         progress(i + 1, len(todo))
 
 
-def _score_pair(scorer: Any, name: str, text: str, wrong: Any, seqs: list[TextExample],
-                scale: float) -> tuple[Any, Any]:
-    """The explanation's score and its floor (same scorer, same data, wrong explanation)."""
-    wrong_text = wrong.text if wrong is not None else FALLBACK_FLOOR_TEXT
-    if name == "simulation":
-        return scorer.score(text, seqs, scale), scorer.score(wrong_text, seqs, scale)
-    active = [s for s in seqs if s.kind != "random"]
-    inactive = [s for s in seqs if s.kind == "random"]
-    return scorer.score(text, active, inactive), scorer.score(wrong_text, active, inactive)
-
-
-def _store_score(database: Database, explanation_id: int, scorer: str, simulator: str,
-                 result: Any, floor: Any, wrong: Any, run_id: int | None) -> None:
+def _store_score(database: Database, explanation_id: int, scorer: Scorer, result: ScoreResult,
+                 floor: ScoreResult, wrong: Explanation | None, run_id: int | None) -> None:
     """One score row with its floor; failures are statuses with the details kept."""
     details = {**result.details, "floor": {"status": floor.status, "details": floor.details,
                                            "text": wrong.text if wrong else FALLBACK_FLOOR_TEXT}}
     with database.session() as session:
-        add_score(session, explanation_id=explanation_id, scorer=scorer, simulator=simulator,
-                  value=result.value, floor_value=floor.value,
+        add_score(session, explanation_id=explanation_id, scorer=scorer.name,
+                  simulator=scorer.simulator, value=result.value, floor_value=floor.value,
                   floor_explanation_id=wrong.id if wrong is not None else None,
                   n_examples=result.n_examples, status=result.status, details=details,
                   run_id=run_id)

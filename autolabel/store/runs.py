@@ -6,6 +6,7 @@ import os
 import socket
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from autolabel import __version__
@@ -29,3 +30,22 @@ def close_run(session: Session, run_id: int, status: str, summary: dict[str, Any
     if run is not None:
         run.status, run.summary, run.error = status, summary, error
         run.finished_at = utcnow()
+
+
+def running_rows(session: Session, exclude: int | None = None) -> list[Run]:
+    """Rows still marked ``running`` (other than ``exclude``)."""
+    query = select(Run).where(Run.status == "running")
+    if exclude is not None:
+        query = query.where(Run.id != exclude)
+    return list(session.scalars(query))
+
+
+def mark_killed(session: Session, row: Run, why: str) -> None:
+    """Close a run whose process is gone: status ``killed`` with the reason."""
+    row.status, row.error = "killed", why
+    row.finished_at = utcnow()
+
+
+def touch_run(session: Session, run_id: int) -> None:
+    """Record that the run's process is alive (``heartbeat_at = now``)."""
+    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))

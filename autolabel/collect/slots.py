@@ -1,0 +1,186 @@
+"""Fixed-size stores of (feature, window) candidates: the collector's only growing-free state.
+
+A store is rows of ``m`` slots that keep the items with the smallest scores; the collector keeps
+one row per feature (top-k, random) or per fine bin (quantile reservoirs). Items move between
+stores as flat bags (``Items``), so every update is a handful of vectorised torch ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_PAD_WREF = 2**62  # table padding sorts after every real window reference
+
+
+@dataclass
+class Items:
+    """A flat bag of (feature, window) candidates travelling between stores."""
+
+    feature: Tensor  # int64 [C]
+    value: Tensor  # float32 [C], the window's max activation
+    key: Tensor  # float64 [C], priority key
+    wref: Tensor  # int64 [C], window reference into the collector's bank
+    acts: Tensor | None  # float32 [C, W], compacted per-token activations
+
+    def select(self, mask: Tensor) -> Items:
+        """The items where ``mask`` is true (a boolean mask or an index tensor)."""
+        acts = None if self.acts is None else self.acts[mask]
+        return Items(self.feature[mask], self.value[mask], self.key[mask], self.wref[mask], acts)
+
+    def __len__(self) -> int:
+        return int(self.feature.shape[0])
+
+
+def cat_items(parts: Sequence[Items]) -> Items:
+    """One bag from several (all with or all without per-token activations)."""
+    acts = None if parts[0].acts is None else torch.cat([p.acts for p in parts])  # type: ignore[misc]
+    return Items(
+        torch.cat([p.feature for p in parts]),
+        torch.cat([p.value for p in parts]),
+        torch.cat([p.key for p in parts]),
+        torch.cat([p.wref for p in parts]),
+        acts,
+    )
+
+
+class Slots:
+    """Rows of m slots holding the items with the smallest scores (unordered within a row).
+
+    Only rows that receive a candidate are touched, and candidates that cannot beat a row's
+    worst slot are rejected before anything is copied, so steady-state cost is tiny.
+    """
+
+    def __init__(self, rows: int, m: int, width: int | None) -> None:
+        self.m = m
+        self.score = torch.full((rows, m), math.inf, dtype=torch.float64)
+        self.value = torch.zeros((rows, m), dtype=torch.float32)
+        self.key = torch.full((rows, m), math.inf, dtype=torch.float64)
+        self.feature = torch.full((rows, m), -1, dtype=torch.int64)
+        self.wref = torch.full((rows, m), -1, dtype=torch.int64)
+        self.acts = None if width is None else torch.zeros((rows, m, width), dtype=torch.float32)
+
+    def tensors(self) -> list[Tensor]:
+        base = [self.score, self.value, self.key, self.feature, self.wref]
+        return base if self.acts is None else [*base, self.acts]
+
+    def worst(self) -> Tensor:
+        """Score a candidate must beat (strictly) to enter each row (inf while a slot is free)."""
+        if self.m == 0:
+            return torch.full((self.score.shape[0],), -math.inf, dtype=torch.float64)
+        return self.score.amax(1)
+
+    def widen(self, width: int) -> None:
+        if self.acts is not None and self.acts.shape[2] < width:
+            pad = width - self.acts.shape[2]
+            self.acts = torch.nn.functional.pad(self.acts, (0, pad))
+
+    def offer(self, rows: Tensor, score: Tensor, items: Items) -> Items:
+        """Merge candidates into their rows; return every item that did not get (or keep) a slot."""
+        losers = self._merge(rows, score, items, want_losers=True)
+        assert losers is not None
+        return losers
+
+    def absorb(self, rows: Tensor, score: Tensor, items: Items) -> None:
+        """Merge candidates into their rows; losers are dropped (nothing is copied for them)."""
+        self._merge(rows, score, items, want_losers=False)
+
+    def _merge(
+        self, rows: Tensor, score: Tensor, items: Items, want_losers: bool
+    ) -> Items | None:
+        """Rows are unordered: winners overwrite only the slots they free, so a merge never
+        moves the activations of items that stay. Ties go to the earlier window (lower wref)."""
+        admit = score < self.worst()[rows]
+        losers = items.select(~admit) if want_losers else None
+        if not bool(admit.any()):
+            return losers
+        rows, score, items = rows[admit], score[admit], items.select(admit)
+        order = torch.sort(rows, stable=True).indices
+        rows, score, items = rows[order], score[order], items.select(order)
+        urows, counts = torch.unique_consecutive(rows, return_counts=True)
+        first = torch.cumsum(counts, 0) - counts  # each row's first candidate
+        group = torch.repeat_interleave(torch.arange(len(urows)), counts)
+        col = self.m + torch.arange(len(rows)) - first[group]
+        tables = self._tables(urows, int(counts.max()), group, col, score, items)
+        kept = self._kept(tables)
+        freed_u, freed_j = (~kept[:, : self.m]).nonzero(as_tuple=True)  # row-major, so the
+        new_u, new_c = kept[:, self.m :].nonzero(as_tuple=True)  # two lists pair up per row
+        if losers is not None:
+            lost = self._losers(tables, kept, urows, first, items)
+            losers = cat_items([losers, lost])
+        for dst, table in zip(self.tensors()[:5], tables, strict=True):
+            dst[urows[freed_u], freed_j] = table[new_u, self.m + new_c]
+        if self.acts is not None and items.acts is not None:
+            self.acts[urows[freed_u], freed_j] = items.acts[first[new_u] + new_c]
+        return losers
+
+    def _kept(self, tables: list[Tensor]) -> Tensor:
+        """[U, m + K] mask of the m best entries per row by (score, wref)."""
+        by_wref = torch.sort(tables[4], dim=1, stable=True).indices
+        by_score = torch.sort(tables[0].gather(1, by_wref), dim=1, stable=True).indices
+        best = by_wref.gather(1, by_score[:, : self.m])
+        return torch.zeros_like(tables[0], dtype=torch.bool).scatter_(1, best, True)
+
+    def _tables(
+        self, urows: Tensor, width: int, group: Tensor, col: Tensor, score: Tensor, items: Items
+    ) -> list[Tensor]:
+        """[U, m + width] tables of the rows' current slots followed by their candidates.
+
+        Only the small per-slot fields are tabled; per-token activations move by index. Padding
+        sorts after everything (score inf, wref huge), and free slots (wref -1) before it."""
+        own = [self.score, self.value, self.key, self.feature, self.wref]
+        new = [score, items.value, items.key, items.feature, items.wref]
+        out = []
+        for cur, cand in zip(own, new, strict=True):
+            pad_value = math.inf if cur.dtype == torch.float64 else _PAD_WREF
+            extra = torch.full((len(urows), width), pad_value, dtype=cur.dtype)
+            extra[group, col - self.m] = cand.to(cur.dtype)
+            out.append(torch.cat([cur[urows], extra], dim=1))
+        return out
+
+    def _losers(
+        self, tables: list[Tensor], kept: Tensor, urows: Tensor, first: Tensor, items: Items
+    ) -> Items:
+        """Real items that lost: evicted slots and rejected candidates (read before writing)."""
+        u, j = (~kept & torch.isfinite(tables[0])).nonzero(as_tuple=True)
+        acts = None
+        if self.acts is not None and items.acts is not None:
+            acts = torch.empty((len(u), self.acts.shape[2]), dtype=torch.float32)
+            old = j < self.m
+            acts[old] = self.acts[urows[u[old]], j[old]]
+            acts[~old] = items.acts[first[u[~old]] + j[~old] - self.m]
+        fields = [t[u, j] for t in tables]
+        return Items(fields[3], fields[1], fields[2], fields[4], acts)
+
+    def take_rows(self, rows: Tensor) -> Items:
+        """Remove and return the items of ``rows`` (used when fine bins are merged)."""
+        real = torch.isfinite(self.score[rows])
+        acts = None if self.acts is None else self.acts[rows][real]
+        out = Items(
+            self.feature[rows][real],
+            self.value[rows][real],
+            self.key[rows][real],
+            self.wref[rows][real],
+            acts,
+        )
+        self.score[rows] = math.inf
+        self.key[rows] = math.inf
+        self.wref[rows] = -1
+        return out
+
+
+def ranked(slots: dict[str, np.ndarray], row: int) -> np.ndarray:
+    """Occupied slots of a row, best first: by score, ties to the earlier window."""
+    cols = np.lexsort((slots["wref"][row], slots["score"][row]))
+    return cols[np.isfinite(slots["score"][row][cols])]
+
+
+def numpy_slots(store: Slots) -> dict[str, np.ndarray]:
+    """A store's tensors as numpy arrays by name, read once when results are built."""
+    names = ["score", "value", "key", "feature", "wref", "acts"]
+    return {n: t.numpy() for n, t in zip(names, store.tensors(), strict=False)}

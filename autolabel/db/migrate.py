@@ -1,0 +1,138 @@
+"""Migrations: the Alembic scripts shipped inside the package, migrate-on-open and drift checks.
+
+The scripts live in ``alembic/`` (packaged as ``autolabel/migrations``). Opening a database
+migrates it to head under a lock, so several workers opening a fresh database at once migrate it
+once; ``check_database`` proves the schema is the one the models describe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from filelock import FileLock
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from autolabel.db.engine import (
+    Database,
+    check_reachable,
+    make_engine,
+    normalize_url,
+    redact,
+    sqlite_path,
+)
+from autolabel.db.models import Base
+from autolabel.errors import DatabaseError
+from autolabel.resources import migrations_dir
+
+PG_LOCK_KEY = 7_315_202_611  # arbitrary constant: "autolabel migrations" advisory lock
+
+#: Objects the search migration (0002) creates outside the models: the FTS5 table and its
+#: shadow tables (SQLite), the generated tsvector column and its GIN index (PostgreSQL).
+SEARCH_OBJECT_PREFIX = "search_"
+
+
+def open_database(url: str | None = None, *, migrate: bool = True) -> Database:
+    """Open (and by default migrate to head) the database at ``url``.
+
+    Migration runs under a lock (a file lock beside a SQLite file, an advisory lock on
+    PostgreSQL) so that several workers opening a fresh database at once migrate it once.
+    """
+    full = normalize_url(url)
+    engine = make_engine(full)
+    check_reachable(engine, full)
+    if migrate and current_revision(engine) != head_revision():
+        with _migration_lock(engine, full):
+            upgrade(engine)
+    return Database(url=full, engine=engine)
+
+
+def alembic_config(connection: Any = None) -> Any:
+    """An Alembic config pointing at the migrations packaged with autolabel."""
+    # alembic (~0.5 s import): only when a schema is inspected or migrated
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with this version of autolabel."""
+    from alembic.script import ScriptDirectory  # alembic (~0.5 s import): see alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext  # alembic: see alembic_config
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run migrations up to ``revision`` in one transaction."""
+    from alembic import command  # alembic (~0.5 s import): see alembic_config
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def schema_drift(engine: Engine) -> list[Any]:
+    """Differences between the models and the migrated schema (empty list = no drift)."""
+    # alembic (~0.5 s import): see alembic_config
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": _include_in_drift}
+        )
+        return list(compare_metadata(ctx, Base.metadata))
+
+
+def _include_in_drift(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Drift check filter: skip the search-index objects, compare everything else."""
+    return not (name or "").startswith(SEARCH_OBJECT_PREFIX)
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
+    """Serialise migrations across processes: file lock (SQLite) or advisory lock (PostgreSQL)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+        return
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    with FileLock(str(path) + ".migrate.lock", timeout=600):
+        yield
+
+
+def check_database(database: Database) -> dict[str, Any]:
+    """Verify the schema is current and matches the models; raise a DatabaseError otherwise."""
+    rev, head = current_revision(database.engine), head_revision()
+    url = redact(database.url)
+    if rev != head:
+        raise DatabaseError(
+            f"{url} is at revision {rev or '(empty)'} but this autolabel needs {head}; "
+            "run `autolabel db upgrade`"
+        )
+    drift = schema_drift(database.engine)
+    if drift:
+        raise DatabaseError(
+            f"{url} schema differs from the models ({len(drift)} differences, first: "
+            f"{drift[0]}); it was changed by hand or by another version — restore or re-create it"
+        )
+    return {"url": url, "revision": rev, "head": head, "drift": []}

@@ -1,0 +1,262 @@
+"""A causal LM in this process (default: the offline Gemma 3 270M with its LM head).
+
+The weights load on the first call that needs them, not when the client is built: a run whose
+every request is answered from the ``llm_calls`` cache (or that has nothing to do) never pays
+the load. ``.model``, ``.provider`` and :meth:`LocalClient.capabilities` are known up front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from autolabel.llm.base import Capabilities, Completion, TokenLogprob, render_messages
+from autolabel.subject import DEFAULT_MODEL, _load_hf, _pick_device, _pick_dtype
+
+# Any top-k is served (clipped to the vocabulary); the number is fixed so that it is known
+# without loading the model, and only has to clear the simulators' threshold (10).
+LOCAL_MAX_TOP_LOGPROBS = 1000
+
+
+class LocalClient:
+    """A causal LM in this process, loaded on the first call that needs it.
+
+    Generation is batched with left padding; prompt logprobs are exact (one forward,
+    log-softmax of the logits). ``.model`` is the model's name (as for every client); the
+    torch module is ``.lm`` and its tokenizer ``.tokenizer`` (both load the model on first
+    access), public so the simulation scorer can run its own batched forward over a
+    shared-prefix KV cache.
+    """
+
+    provider = "local"
+
+    def __init__(
+        self, model: str = DEFAULT_MODEL, *, device: str | None = None, dtype: str | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.revision: str | None = None  # provenance (hash / commit of the weights), on load
+        self._device, self._dtype = device, dtype
+        self._lm: Any = None
+        self._tokenizer: Any = None
+        self._load_lock = threading.Lock()
+        self._stop_ok: dict[tuple[str, ...], bool] = {}
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, name: str = "custom", *, batch_size: int = 8
+    ) -> LocalClient:
+        """Wrap an in-memory HF causal LM (tests, notebooks)."""
+        client = cls(name, batch_size=batch_size)
+        client._install(model, tokenizer)
+        return client
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (false until the first call that needs them)."""
+        return self._lm is not None
+
+    @property
+    def lm(self) -> Any:
+        """The torch causal LM (loaded on first access)."""
+        self._ensure_loaded()
+        return self._lm
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, left-padding (loaded on first access)."""
+        self._ensure_loaded()
+        return self._tokenizer
+
+    @property
+    def device(self) -> Any:
+        return next(self.lm.parameters()).device
+
+    @property
+    def breaker_open(self) -> bool:
+        """An in-process model has no circuit breaker."""
+        return False
+
+    def local_backend(self) -> LocalClient:
+        """This client is the in-process model (asking does not load it)."""
+        return self
+
+    def _ensure_loaded(self) -> None:
+        """Load the weights once, even when several threads ask at the same time."""
+        if self._lm is not None:
+            return
+        with self._load_lock:
+            if self._lm is None:
+                torch_device = _pick_device(self._device)
+                lm, tokenizer, revision = _load_hf(self.model,
+                                                   _pick_dtype(self._dtype, torch_device))
+                self._install(lm.to(torch_device), tokenizer)
+                self.revision = revision
+
+    def _install(self, lm: Any, tokenizer: Any) -> None:
+        tokenizer.padding_side = "left"  # generation appends on the right
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._tokenizer = tokenizer
+        self._lm = lm.eval()  # last: ``loaded`` turns true only once everything is set
+
+    def capabilities(self) -> Capabilities:
+        """Static: a local model does everything, so nothing needs loading to say so."""
+        return Capabilities(chat=True, completions=True, echo_logprobs=True,
+                            max_top_logprobs=LOCAL_MAX_TOP_LOGPROBS)
+
+    def complete(
+        self, prompt: str, *, max_tokens: int = 64, temperature: float = 0.0,
+        stop: Sequence[str] | None = None, seed: int | None = None,
+    ) -> Completion:
+        return self.complete_many([prompt], max_tokens=max_tokens, temperature=temperature,
+                                  stop=stop, seed=seed)[0]
+
+    def chat(
+        self, messages: Sequence[dict[str, str]], *, max_tokens: int = 64,
+        temperature: float = 0.0, stop: Sequence[str] | None = None, seed: int | None = None,
+    ) -> Completion:
+        """The tokenizer's chat template when it has one, else a plain role-prefixed prompt."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True)
+            special = False  # the template already starts with BOS
+        else:
+            text, special = render_messages(messages) + "\nassistant:", True
+        return self._generate([text], max_tokens, temperature, stop, seed, special)[0]
+
+    def complete_many(
+        self, prompts: Sequence[str], *, max_tokens: int = 64, temperature: float = 0.0,
+        stop: Sequence[str] | None = None, seed: int | None = None,
+    ) -> list[Completion]:
+        """Batched generation; prompts are sorted by length so batches carry little padding."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: dict[int, Completion] = {}
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            done = self._generate([prompts[i] for i in chunk], max_tokens, temperature, stop,
+                                  seed, True)
+            results.update(zip(chunk, done, strict=True))
+        return [results[i] for i in range(len(prompts))]
+
+    def _generate(
+        self, texts: list[str], max_tokens: int, temperature: float,
+        stop: Sequence[str] | None, seed: int | None, special: bool,
+    ) -> list[Completion]:
+        """One left-padded ``generate`` call: greedy at temperature 0, seeded sampling else."""
+        start = time.perf_counter()
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True,
+                               add_special_tokens=special).to(self.device)
+        config = self._gen_config(max_tokens, temperature, stop)
+        with torch.inference_mode(), _seeded(seed):
+            out = self.lm.generate(**batch, generation_config=config, tokenizer=self.tokenizer)
+        latency = (time.perf_counter() - start) / len(texts)
+        new = out[:, batch["input_ids"].shape[1]:]
+        n_in = batch["attention_mask"].sum(dim=1).tolist()
+        return [self._finish(row, int(n), stop, latency) for row, n in zip(new, n_in, strict=True)]
+
+    def _gen_config(self, max_tokens: int, temperature: float,
+                    stop: Sequence[str] | None = None) -> Any:
+        """An explicit config: the model's own defaults (top-k 64 …) must not leak into greedy.
+
+        Stop strings end generation as soon as every row has produced one (a one-line
+        explanation is ~15 tokens; without this the model runs on to ``max_tokens``).
+        """
+        from transformers import GenerationConfig  # heavy (~5 s import): only when generating
+
+        sample = temperature > 0
+        return GenerationConfig(
+            max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else 1.0,
+            top_k=0 if sample else 50, top_p=1.0, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id, bos_token_id=self.tokenizer.bos_token_id,
+            stop_strings=self._usable_stops(stop),
+        )
+
+    def _usable_stops(self, stop: Sequence[str] | None) -> list[str] | None:
+        """Stop strings transformers can match with this tokenizer (else None: ``_finish`` still
+        cuts the text, generation just runs to ``max_tokens``).
+
+        ``StopStringCriteria`` needs to map every vocabulary entry to text; word-level or other
+        unusual tokenizers make it raise, and one such tokenizer must not fail every call.
+        """
+        from transformers import StopStringCriteria  # heavy (~5 s import): only when generating
+
+        stops = [s for s in stop or () if s]
+        if not stops:
+            return None
+        key = tuple(stops)
+        if key not in self._stop_ok:
+            try:
+                StopStringCriteria(self.tokenizer, stops)
+                self._stop_ok[key] = True
+            except (ValueError, KeyError, IndexError):
+                self._stop_ok[key] = False
+        return stops if self._stop_ok[key] else None
+
+    def _finish(
+        self, row: Any, n_in: int, stop: Sequence[str] | None, latency: float
+    ) -> Completion:
+        """Cut a generated row at EOS (then at the first stop string) and count its tokens."""
+        pad = self.tokenizer.pad_token_id
+        ids = [i for i in row.tolist() if i != pad]  # rows that stopped early are padded
+        eos = self.tokenizer.eos_token_id
+        finish = "length"
+        if eos in ids:
+            ids, finish = ids[: ids.index(eos)], "stop"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((text.find(s) for s in stop or () if s and s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        return Completion(text=text, tokens_in=n_in, tokens_out=len(ids), cost=0.0,
+                          latency_s=latency, finish_reason=finish)
+
+    def prompt_logprobs(self, prompt: str, *, top_logprobs: int = 20) -> Completion:
+        """Exact logprobs of every prompt token (BOS first, with None) from one forward."""
+        start = time.perf_counter()
+        ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
+        with torch.inference_mode():
+            logits = self.lm(input_ids=ids, use_cache=False).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        k = max(0, min(top_logprobs, logprobs.shape[-1]))
+        top_values, top_ids = logprobs.topk(k, dim=-1)
+        row = ids[0].tolist()
+        tokens = [TokenLogprob(self._piece(row[0]), None, {})]
+        for pos in range(1, len(row)):
+            top = self._top(top_ids[pos - 1], top_values[pos - 1])
+            tokens.append(TokenLogprob(self._piece(row[pos]),
+                                       float(logprobs[pos - 1, row[pos]]), top))
+        return Completion(text="", tokens_in=len(row), tokens_out=0, cost=0.0,
+                          latency_s=time.perf_counter() - start, finish_reason="length",
+                          prompt_logprobs=tokens)
+
+    def _piece(self, token_id: int) -> str:
+        return str(self.tokenizer.decode([token_id]))
+
+    def _top(self, ids: Any, values: Any) -> dict[str, float]:
+        """Top alternatives as ``{text: logprob}``; ids that decode alike keep the best."""
+        top: dict[str, float] = {}
+        for token_id, value in zip(ids.tolist(), values.tolist(), strict=True):
+            piece = self._piece(token_id)
+            top[piece] = max(float(value), top.get(piece, -math.inf))
+        return top
+
+
+def _seeded(seed: int | None) -> contextlib.AbstractContextManager[None]:
+    """Seed torch for one sampling call without disturbing the caller's global RNG state."""
+    if seed is None:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+
+    return scope()
