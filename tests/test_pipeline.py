@@ -70,13 +70,15 @@ def test_examples_respect_splits(artefacts: dict[str, Path], tmp_path: Path,
     with database.session() as s:
         rows = s.execute(select(dbm.Example.feature_id, dbm.Example.split, dbm.Example.kind,
                                 dbm.Example.document_id, dbm.Example.max_activation)).all()
-    by_split: dict[str, set[str]] = {"train": set(), "test": set()}
+    by_split: dict[str, set[str]] = {"train": set(), "validation": set(), "test": set()}
     for _, split, kind, doc, max_act in rows:
         by_split[split].add(doc)
         if kind == "random":
-            assert split == "test" and max_act == 0
-    assert by_split["train"] and by_split["test"]
+            assert split in ("validation", "test") and max_act == 0  # held-out only
+    assert by_split["train"] and by_split["validation"] and by_split["test"]
     assert not by_split["train"] & by_split["test"]
+    assert not by_split["train"] & by_split["validation"]
+    assert not by_split["validation"] & by_split["test"]
 
 
 def test_features_list_and_show(artefacts: dict[str, Path], tmp_path: Path,

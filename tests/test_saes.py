@@ -199,7 +199,9 @@ def wiki_batches(subject: SubjectModel, window: int = 64, batch: int = 8
 
 @pytest.mark.slow
 def test_train_default_sae_meets_bar(tmp_path: Path) -> None:
-    """DESIGN.md bar for the offline default: EV >= 0.85, <= 25% dead, well under 10 minutes."""
+    """DESIGN.md bar for the offline default: EV >= 0.85, <= 25% dead. The 10-minute time bar
+    is measured on an idle machine and recorded in benchmarks/RESULTS.md, not asserted here:
+    the house rule forbids absolute-time assertions (CI machines are shared and noisy)."""
     from autolabel.subject import load_subject
 
     torch.set_num_threads(2)
@@ -209,6 +211,5 @@ def test_train_default_sae_meets_bar(tmp_path: Path) -> None:
     print(report)
     assert report.explained_variance >= 0.85
     assert report.dead_fraction <= 0.25
-    assert report.seconds <= 600
     loaded = load_sae(str(report.path), "cpu")
     check_fits(loaded, subject)

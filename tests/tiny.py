@@ -68,3 +68,29 @@ def tiny_corpus(path: Path, n_docs: int = 60) -> Path:
         docs.append(" ".join(WORDS[i] for i in ids.tolist()))
     path.write_text("\n\n".join(docs) + "\n")
     return path
+
+
+def tiny_bytelevel_model_dir(path: Path, texts: list[str], seed: int = 0) -> Path:
+    """A random 4-layer Gemma 3 whose tokenizer is byte-level BPE trained on ``texts``: unlike
+    the word-level one it round-trips any bytes (control characters, markup, formulas), which
+    is what hostile-input tests need."""
+    from tokenizers import decoders, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([*texts, _TEXT], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=HIDDEN, intermediate_size=128,
+        num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+        sliding_window=16, max_position_embeddings=256, pad_token_id=0, bos_token_id=2,
+        eos_token_id=1,
+    )
+    Gemma3ForCausalLM(config).eval().save_pretrained(str(path))
+    fast.save_pretrained(str(path))
+    return path

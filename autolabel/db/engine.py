@@ -58,8 +58,11 @@ def redact(url: str) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for in-memory databases."""
-    database = make_url(url).database
+    """The file behind a SQLite URL, or None for in-memory databases and other backends."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    database = parsed.database
     if not database or database == ":memory:" or database.startswith("file::memory:"):
         return None
     return Path(database)

@@ -7,6 +7,7 @@ databases create it and report where.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from autolabel.db.engine import normalize_url, sqlite_path
@@ -27,3 +28,21 @@ def prepare_sqlite_file(url: str | None, *, create: bool) -> Path | None:
             "`autolabel run`, `autolabel collect` or `autolabel db upgrade`")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+RESULT_TABLES = ("saes", "collections", "features", "explanations", "runs")
+
+
+def discard_if_empty(path: Path) -> bool:
+    """Delete a SQLite file this command created when it holds no results (the command failed
+    before writing any), so a bad input leaves nothing behind; True when it was deleted."""
+    if not path.exists():
+        return False
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in RESULT_TABLES:
+            if table in names and conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                return False
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return True

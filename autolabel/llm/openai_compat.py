@@ -26,6 +26,7 @@ from autolabel.llm.replies import (
     usage,
 )
 from autolabel.llm.retry import CircuitBreaker, backoff_s, retry_after_s
+from autolabel.safety import redact_url
 
 # USD per 1M (input, output) tokens, as published in 2025. Users override/extend with
 # ``llm.prices``; a model missing from both costs 0 and is recorded with ``price_known=False``.
@@ -81,6 +82,7 @@ class OpenAIClient:
             max_retries=0, http_client=http_client,
         )
         self.base_url = str(self._client.base_url).rstrip("/")
+        self.shown_url = redact_url(self.base_url)  # for messages: no credentials
 
     @property
     def price_known(self) -> bool:
@@ -146,7 +148,7 @@ class OpenAIClient:
 
     def _breaker_error(self) -> LLMError:
         return LLMError(
-            f"LLM server at {self.base_url} failed {self.breaker.failures} times in a row "
+            f"LLM server at {self.shown_url} failed {self.breaker.failures} times in a row "
             f"(last: {self.breaker.last_error}); check it is running, then re-run — finished "
             "work is saved"
         )
@@ -155,7 +157,7 @@ class OpenAIClient:
         if self.breaker.open:
             return self._breaker_error()
         return LLMError(
-            f"LLM server at {self.base_url} kept failing after {self.max_retries} retries "
+            f"LLM server at {self.shown_url} kept failing after {self.max_retries} retries "
             f"({first_line(exc)}); check it is running and not overloaded, then re-run"
         )
 
@@ -165,7 +167,7 @@ class OpenAIClient:
                 404: f"check the model name {self.model!r} and base URL"}.get(
             status or 0, "check the model name and llm settings")
         return LLMError(
-            f"LLM server at {self.base_url} rejected the request ({status or 'error'}: "
+            f"LLM server at {self.shown_url} rejected the request ({status or 'error'}: "
             f"{first_line(exc)}); {hint}"
         )
 
@@ -173,7 +175,7 @@ class OpenAIClient:
         try:
             text, finish = reply_text(body, method)
         except (KeyError, IndexError, TypeError) as exc:
-            raise LLMError(f"LLM server at {self.base_url} sent an unreadable reply "
+            raise LLMError(f"LLM server at {self.shown_url} sent an unreadable reply "
                            f"({first_line(exc)}); check it is OpenAI-compatible") from exc
         tokens_in, tokens_out = usage(body)
         return Completion(text=text, tokens_in=tokens_in, tokens_out=tokens_out,
@@ -210,7 +212,7 @@ class OpenAIClient:
         result = self._completion(body, latency, "complete")
         tokens = parse_logprobs(body)
         if not tokens:
-            raise LLMError(f"LLM server at {self.base_url} returned no prompt logprobs; use a "
+            raise LLMError(f"LLM server at {self.shown_url} returned no prompt logprobs; use a "
                            "server that supports echo+logprobs (llama.cpp, vLLM) or the JSON "
                            "simulator")
         generated = (body.get("usage") or {}).get("completion_tokens")

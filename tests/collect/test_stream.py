@@ -28,7 +28,7 @@ from tests.collect.reference import (
 @pytest.fixture(scope="module")
 def run() -> tuple[list[FeatureResult], dict[int, list[Ref]], CollectSettings]:
     settings = CollectSettings(seed=3)
-    batches = make_batches()
+    batches = make_batches(180)  # ~60 documents per split
     results = collect(FakeSubject(), FakeSAE(), batches, FEATURES, settings)
     return results, reference(batches, FEATURES, settings.seed), settings
 
@@ -56,7 +56,8 @@ def test_top_examples_match_brute_force(run: tuple) -> None:
 def test_quantile_examples_are_the_exact_priority_sample(run: tuple) -> None:
     results, refs, s = run
     for res in results[2:]:
-        for split, k_top, k in (("train", s.train_top, s.train_quantile), ("test", 10, 10)):
+        for split in ("train", "validation", "test"):
+            k_top, k = s.top(split), s.quantile(split)
             got = examples(res, split, "quantile")
             want = ref_quantile(refs[res.feature], split, k_top, k, s.n_bins)
             assert len(want) >= k // 2  # reservoirs overflow; high bins may run short
@@ -64,22 +65,24 @@ def test_quantile_examples_are_the_exact_priority_sample(run: tuple) -> None:
             assert [e.bin for e in got] == [qbin(r.max, res.max_activation, s.n_bins) for r in want]
 
 
-def test_random_examples_are_silent_test_windows(run: tuple) -> None:
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_random_examples_are_silent_held_out_windows(run: tuple, split: str) -> None:
     results, refs, s = run
     for res in results:
-        got = examples(res, "test", "random")
-        assert_same(got, ref_random(refs[res.feature], s.random))
-        assert all(e.split == "test" and not e.activations.any() for e in got)
+        got = examples(res, split, "random")
+        assert_same(got, ref_random(refs[res.feature], s.random, split))
+        assert all(e.split == split and not e.activations.any() for e in got)
         assert len(got) == s.random and all(e.bin is None for e in got)
+    assert not [e for r in results for e in r.examples if e.split == "train" and e.kind == "random"]
 
 
 def test_splits_never_share_documents_and_bins_hold(run: tuple) -> None:
     results, _, s = run
     for res in results:
-        docs = {
-            sp: {e.document_id for e in res.examples if e.split == sp} for sp in ("train", "test")
-        }
+        splits = ("train", "validation", "test")
+        docs = {sp: {e.document_id for e in res.examples if e.split == sp} for sp in splits}
         assert not docs["train"] & docs["test"]
+        assert not docs["train"] & docs["validation"] and not docs["validation"] & docs["test"]
         for e in res.examples:
             assert len(e.token_ids) == len(e.activations)
             if e.kind != "random":  # the fake fires feature f on token id f: the window is its
@@ -88,8 +91,9 @@ def test_splits_never_share_documents_and_bins_hold(run: tuple) -> None:
             if e.kind == "quantile":
                 lo, hi = e.bin * res.max_activation / s.n_bins, (e.bin + 1) * res.max_activation
                 assert lo < e.max_activation <= hi / s.n_bins + 1e-6
-        for sp in ("train", "test"):
-            keys = [(e.document_id, e.start) for e in res.examples if e.split == sp]
+        for sp in splits:
+            keys = [(e.document_id, e.start) for e in res.examples
+                    if e.split == sp and e.kind != "random"]
             assert len(keys) == len(set(keys))  # quantile never repeats a top window
 
 
