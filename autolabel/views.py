@@ -6,7 +6,7 @@ that shows features.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,6 +31,7 @@ from autolabel.examples import Example
 from autolabel.runs import stage_headline
 from autolabel.safety import visible
 from autolabel.store import FeaturePayload
+from autolabel.store.labels import Label
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -108,7 +109,7 @@ def print_feature(console: Console, sae: SAERecord, feature: Feature,
     console.rule(Text(visible(f"{sae.name}:{feature.index}"), style="bold"))
     console.print(feature_stats_table(sae, feature))
     scale = feature.max_activation
-    for split in ("train", "test"):
+    for split in ("train", "validation", "test"):
         for kind in ("top", "quantile", "random"):
             chosen = [e for e in examples if e.split == split and e.kind == kind]
             if chosen:
@@ -116,29 +117,52 @@ def print_feature(console: Console, sae: SAERecord, feature: Feature,
                 console.print(examples_panel(title, chosen, scale, decode, limit))
 
 
-def trimmed_sparkline(counts: Sequence[float]) -> str:
-    """Sparkline of the occupied span of a histogram (empty end bins dropped, so the fixed
-    32-bin log histogram fits a narrow terminal)."""
-    nonzero = [i for i, c in enumerate(counts) if c]
-    if not nonzero:
-        return ""
-    return sparkline(counts[nonzero[0]:nonzero[-1] + 1])
+LEGACY_MARK = "*"  # a label chosen on the test split (collection without a validation split)
+LEGACY_NOTE = (f"{LEGACY_MARK} chosen on the test split (collected before the validation "
+               "split): re-collect to choose on validation")
+VERDICT_STYLE = {"trusted": "green", "weak": "yellow", "at_floor": "red", "rejected": "dim",
+                 "unscored": "dim"}
 
 
-def features_table(sae: SAERecord, features: Sequence[Feature], total: int) -> Table:
-    """One row per feature: index, density, max activation, histogram (fits 80 columns)."""
+def verdict_text(label: Label) -> Text:
+    """The verdict, coloured, with the legacy mark when the label was chosen on test."""
+    mark = LEGACY_MARK if label.selected_on == "test" else ""
+    return Text(label.verdict + mark, style=VERDICT_STYLE.get(label.verdict, ""))
+
+
+def label_text(label: Label) -> Text:
+    """The label's text, or why there is none (never a rejected candidate's text)."""
+    if label.text is not None:
+        return plain(label.text)
+    why = ("all candidates rejected by the quality gate" if label.verdict == "rejected"
+           else "no explanation yet")
+    return Text(f"({why})", style="dim")
+
+
+def features_table(sae: SAERecord, features: Sequence[Feature], total: int,
+                   labels: Mapping[int, Label] | None = None) -> Table:
+    """One row per feature: index, label, score (floor), verdict, density (fits 80 columns:
+    the label folds onto more lines, nothing is cut)."""
     name = visible(sae.name)
     table = Table(title=Text(f"{name}: {len(features)} of {total} collected features "
                              f"(details: autolabel features show {name}:INDEX)"),
                   title_justify="left")
     table.add_column("index", justify="right", no_wrap=True)
+    table.add_column("label", overflow="fold", ratio=1)
+    table.add_column("score (floor)", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
     table.add_column("density", justify="right", no_wrap=True)
-    table.add_column("max", justify="right", no_wrap=True)
-    table.add_column("histogram (log bins)", overflow="fold")
+    legacy = False
     for f in features:
-        counts = (f.histogram or {}).get("counts", [])
-        table.add_row(str(f.index), f"{f.density:.3%}", f"{f.max_activation:.3g}",
-                      trimmed_sparkline(counts))
+        label = (labels or {}).get(f.id)
+        if label is None:
+            table.add_row(str(f.index), Text("—", style="dim"), "—", "", f"{f.density:.3%}")
+            continue
+        legacy = legacy or label.selected_on == "test"
+        table.add_row(str(f.index), label_text(label), score_text(label.score, label.floor),
+                      verdict_text(label), f"{f.density:.3%}")
+    if legacy:
+        table.caption, table.caption_justify = LEGACY_NOTE, "left"
     return table
 
 
@@ -178,10 +202,37 @@ def progress_bar(description: str, unit: str = "tok", enabled: bool = True
 
 
 def print_feature_payload(console: Console, payload: FeaturePayload, limit: int = 8) -> None:
-    """Print a feature card from a loaded payload, explanations (with scores) first."""
+    """Print a feature card from a loaded payload: statistics, contexts, the label with its
+    verdict and evidence, then every candidate with its scores."""
     print_feature(console, payload.sae, payload.feature, payload.examples, payload.decode, limit)
+    if payload.label is not None:
+        console.print(label_panel(payload.label))
     if payload.explanations:
         console.print(explanations_table(payload.explanations))
+
+
+def label_panel(label: Label) -> Panel:
+    """The feature's label: text, verdict, and the numbers the verdict comes from."""
+    body = Table.grid(padding=(0, 2))
+    body.add_column(style="bold", no_wrap=True)
+    body.add_column(overflow="fold")
+    body.add_row("label", label_text(label))
+    body.add_row("verdict", verdict_text(label))
+    if label.score is not None:
+        ci = ("—" if label.ci_low is None or label.ci_high is None
+              else f"{label.ci_low:.3f} to {label.ci_high:.3f}")
+        null = "—" if label.null_p95 is None else f"{label.null_p95:.3f}"
+        body.add_row("test score (floor)", score_text(label.score, label.floor))
+        body.add_row("95% CI, null p95", f"{ci}, {null}")
+    if label.selected_on == "validation":
+        body.add_row("chosen on", "the validation split (reported on test)")
+    elif label.selected_on == "test":
+        body.add_row("chosen on", "the TEST split: collected before the validation split; "
+                     "re-collect to choose on validation")
+    if label.explainer:
+        body.add_row("from", plain(f"{label.explainer} · {label.llm_model or '-'} · "
+                                   f"{label.scorer}[{label.simulator or '-'}]"))
+    return Panel(body, title="label", title_align="left")
 
 
 def score_text(value: float | None, floor: float | None) -> str:
@@ -192,13 +243,13 @@ def score_text(value: float | None, floor: float | None) -> str:
 
 
 def explanations_table(explanations: Sequence[dict[str, Any]]) -> Table:
-    """A feature's explanation candidates with status, provenance and scores (floors)."""
+    """A feature's explanation candidates with status, provenance and scores (test value,
+    floor, verdict, validation value); every cell folds at 80 columns, none is cut."""
     table = Table(title="explanations", title_justify="left", show_lines=False)
-    for col in ("", "explainer", "status", "explanation", "scores: value (floor)", "provenance"):
-        table.add_column(col)
+    for col in ("", "explainer", "status", "explanation", "scores: test (floor)", "provenance"):
+        table.add_column(col, overflow="fold")
     for e in explanations:
-        scores = "\n".join(f"{s['scorer']}[{s['simulator'] or '-'}] "
-                           f"{score_text(s['value'], s['floor'])}" for s in e["scores"])
+        scores = "\n".join(_score_line(sc) for sc in e["scores"])
         text = plain(e["text"]) if e["status"] == "ok" else plain(e["error"])
         if e["status"] != "ok":
             text.stylize("dim")
@@ -209,40 +260,60 @@ def explanations_table(explanations: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
+def _score_line(score: dict[str, Any]) -> str:
+    """``simulation[sim] 0.41 (0.05) trusted · val 0.39``: a candidate's score as listed."""
+    simulator = (score["simulator"] or "-").split(":")[0]  # the kind; the model is in stats
+    line = f"{score['scorer']}[{simulator}] {score_text(score['value'], score['floor'])}"
+    if score.get("verdict"):
+        line += f" {score['verdict']}"
+    if score.get("validation") is not None:
+        line += f" · val {score['validation']:.3f}"
+    if score.get("status") not in (None, "ok"):
+        line += f" [{score['status']}]"
+    return line
+
+
 def search_table(query: str, hits: Sequence[Any]) -> Table:
-    """Search results: feature, explanation, best score (floor), density."""
+    """Search results: feature, explanation, its label's verdict and score (floor), density."""
     table = Table(title=plain(f"search: {query!r} ({len(hits)} results)"),
                   title_justify="left")
-    for col in ("#", "feature", "explanation", "score (floor)", "density"):
+    for col in ("#", "feature", "explanation", "verdict", "score (floor)", "density"):
         table.add_column(col, overflow="fold")
     for hit in hits:
         table.add_row(str(hit.rank), plain(hit.feature), plain(hit.explanation),
-                      score_text(hit.score, hit.floor), f"{hit.density:.3%}")
+                      plain(getattr(hit, "verdict", "")), score_text(hit.score, hit.floor),
+                      f"{hit.density:.3%}")
     return table
 
 
 def stats_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """Score distributions per SAE/explainer/scorer with floors (fits 80 columns: no cell is
-    cut; long names fold onto a second line)."""
+    """Score distributions per SAE/explainer/scorer with floors, and how many are trusted:
+    ``trusted`` over every scored candidate, ``labels`` over the features whose label came from
+    this row (trusted / labels). One simulator goes in the title; fits 80 columns (long names
+    fold, no cell is cut; quartiles are in ``--json``)."""
     saes = sorted({r["sae"] for r in rows})
+    sims = sorted({r["simulator"] for r in rows if r["simulator"]})
     one = len(saes) == 1
-    table = Table(title=plain(f"score distributions{' of ' + saes[0] if one else ''} "
-                              "(floor = same scorer on a wrong explanation)"),
-                  title_justify="left")
-    heads = ([] if one else ["sae"]) + ["explainer", "scorer", "n", "mean (floor)", "median",
-                                        "p25–p75", ">floor"]
+    where = (f" of {saes[0]}" if one else "") + (f" [{sims[0]}]" if len(sims) == 1 else "")
+    table = Table(title=plain(f"score distributions{where} (floor = same scorer on a wrong "
+                              "explanation)"), title_justify="left",
+                  caption="trusted: share of scored candidates; labels: trusted / features "
+                  "whose label comes from this row", caption_justify="left")
+    heads = ([] if one else ["sae"]) + ["explainer", "scorer", "n", "mean (floor)", ">floor",
+                                        "trusted", "labels"]
     for head in heads:
-        numeric = head in {"n", "median", ">floor"}
+        numeric = head in {"n", ">floor", "trusted", "labels"}
         table.add_column(head, justify="right" if numeric else "left", overflow="fold",
-                         no_wrap=head in {"mean (floor)", "p25–p75"})
+                         no_wrap=head in {"mean (floor)", "labels", "trusted", ">floor"})
     for r in rows:
-        spread = "—" if r["p25"] is None else f"{r['p25']:.2f}–{r['p75']:.2f}"
         beats = "—" if r["above_floor"] is None else f"{r['above_floor']:.0%}"
-        median = "—" if r["median"] is None else f"{r['median']:.3f}"
-        scorer = r["scorer"] + (f" [{r['simulator']}]" if r["simulator"] else "")
+        trusted = "—" if r.get("trusted") is None else f"{r['trusted']:.0%}"
+        labels = f"{r.get('labels_trusted', 0)}/{r.get('labels', 0)}"
+        shown_sim = r["simulator"] if len(sims) > 1 and r["simulator"] else ""
+        scorer = r["scorer"] + (f" [{shown_sim}]" if shown_sim else "")
         cells = [plain(r["sae"])] if not one else []
         table.add_row(*cells, plain(r["explainer"]), plain(scorer), str(r["n"]),
-                      score_text(r["mean"], r["floor_mean"]), median, spread, beats)
+                      score_text(r["mean"], r["floor_mean"]), beats, trusted, labels)
     return table
 
 

@@ -6,7 +6,8 @@ like an SAE feature: windows of real text (gensim's Wikipedia sample, tokenised 
 model's tokenizer) split by document; explanations come from the train split (the true
 description, TokenStats, the LLM explainer); scores are pooled Pearson r on the test split
 (top + random windows), each beside its floor (the same scorer on another feature's
-explanation of the same kind, chosen with a fixed seed).
+explanation of the same kind, chosen with a fixed seed) and with its verdict (issue 13: null
+distribution, bootstrap CI, the default ``[scoring]`` rule; trusted / weak / at_floor).
 
     python benchmarks/bench_scoring_validity.py                      # embedding + offline Gemma
     python benchmarks/bench_scoring_validity.py --no-llm             # embedding simulators only
@@ -28,6 +29,7 @@ from autolabel.examples import TextExample
 from autolabel.scoring import (
     EmbeddingSimulator,
     PlantedData,
+    ScoreResult,
     SimulationScorer,
     Simulator,
     hf_tokenize,
@@ -37,6 +39,7 @@ from autolabel.scoring import (
     sanity_check,
     wrong_description,
 )
+from autolabel.scoring.trust import TrustSettings, assess
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,33 +97,43 @@ def wrong_index(i: int, n: int) -> int:
     return j if j < n and j != i else (i + 1) % n
 
 
+Row = tuple[float | None, float | None, str]  # (r true, r wrong, verdict of the true one)
+
+
 def score_source(simulator: Simulator, data: list[PlantedData],
-                 texts: Sequence[str | None]) -> list[tuple[float | None, float | None]]:
-    """(r with the feature's explanation, r with another feature's) per feature."""
+                 texts: Sequence[str | None]) -> list[Row]:
+    """(r with the feature's explanation, r with another feature's, the verdict of the first
+    with the second as its floor: autolabel.scoring.trust, default [scoring] settings)."""
     scorer = SimulationScorer(simulator)
     rows = []
     for i, d in enumerate(data):
         scale = max((max(s.activations, default=0.0) for s in d.train), default=1.0) or 1.0
         wrong = texts[wrong_index(i, len(data))]
-        rows.append((_r(scorer, texts[i], d.test, scale), _r(scorer, wrong, d.test, scale)))
+        true, floor = _r(scorer, texts[i], d.test, scale), _r(scorer, wrong, d.test, scale)
+        value, floor_value = (true.value if true else None), (floor.value if floor else None)
+        trust = assess(true.truth, true.pred, value, floor_value, true.metric,
+                       TrustSettings()) if true else None
+        rows.append((value, floor_value, trust.verdict if trust else "unscored"))
     return rows
 
 
 def _r(scorer: SimulationScorer, text: str | None, test: list[TextExample],
-       scale: float) -> float | None:
+       scale: float) -> ScoreResult | None:
     if not text:
         return None
-    return scorer.score(text, test, scale).value
+    return scorer.score(text, test, scale)
 
 
-def summarise(name: str, source: str, rows: list[tuple[float | None, float | None]],
-              seconds: float) -> str:
-    true = np.array([t if t is not None else 0.0 for t, _ in rows])
-    wrong = np.array([w if w is not None else 0.0 for _, w in rows])
+def summarise(name: str, source: str, rows: list[Row], seconds: float) -> str:
+    true = np.array([t if t is not None else 0.0 for t, _, _ in rows])
+    wrong = np.array([w if w is not None else 0.0 for _, w, _ in rows])
     wins = float(np.mean(true > wrong))
+    verdicts = Counter(v for _, _, v in rows)
+    shown = " ".join(f"{k} {verdicts[k]}" for k in ("trusted", "weak", "at_floor", "unscored")
+                     if verdicts[k])
     return (f"{name:<34} {source:<7} true {true.mean():+.3f}  wrong {wrong.mean():+.3f}  "
             f"true>wrong {wins:5.0%} ({int(round(wins * len(rows)))}/{len(rows)})  "
-            f"{seconds:6.1f}s")
+            f"verdicts: {shown}  {seconds:6.1f}s")
 
 
 def _fmt(r: float | None) -> str:
@@ -162,9 +175,9 @@ def main() -> None:
             rows = score_source(simulator, data, texts)
             print(summarise(f"{label} {simulator.name}", source, rows,
                             time.perf_counter() - start), flush=True)
-            print("#   per feature (true/wrong): " + "  ".join(
-                f"{d.feature.name}={_fmt(t)}/{_fmt(w)}" for d, (t, w) in zip(data, rows,
-                                                                             strict=True)))
+            print("#   per feature (true/wrong verdict): " + "  ".join(
+                f"{d.feature.name}={_fmt(t)}/{_fmt(w)} {v}"
+                for d, (t, w, v) in zip(data, rows, strict=True)))
         if args.sanity:
             start = time.perf_counter()
             report = sanity_check(simulator)

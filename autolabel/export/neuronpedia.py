@@ -63,8 +63,11 @@ def _write_directory(items: Iterator[dict[str, Any]], out: Path) -> None:
 def _listing_entry(item: dict[str, Any], name: str) -> dict[str, Any]:
     """A feature's line in index.json: its file, best description and headline statistics."""
     best = next((e for e in item["explanations"] if e["isBest"]), None)
+    label = item.get("label") or {}
     return {"index": item["index"], "file": name,
-            "description": best["description"] if best else None,
+            "description": (label["description"] if label else
+                            best["description"] if best else None),
+            "verdict": label.get("verdict"), "selectedOn": label.get("selectedOn"),
             "frac_nonzero": item["frac_nonzero"], "maxActApprox": item["maxActApprox"]}
 
 
@@ -101,8 +104,21 @@ def neuronpedia_feature(record: dict[str, Any], decode: TokenDecoder | None) -> 
         "meanActivation": _finite(feat["mean_activation"]),
         "freq_hist_data_bar_heights": heights, "freq_hist_data_bar_values": centers,
         "explanations": [_explanation(e) for e in record["explanations"]],
+        "label": _label(record.get("label")),
         "activations": [_activation(e, decode) for e in sorted(examples, key=_order)],
     }
+
+
+def _label(label: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The feature's label (chosen on validation, scored on test) with its verdict."""
+    if label is None:
+        return None
+    return {"description": label["text"], "typeName": label["explainer"],
+            "explanationModelName": label["llm_model"], "scorer": label["scorer"],
+            "simulator": label["simulator"], "value": _finite(label["score"]),
+            "floor": _finite(label["floor"]), "nullP95": _finite(label["null_p95"]),
+            "ciLow": _finite(label["ci_low"]), "ciHigh": _finite(label["ci_high"]),
+            "verdict": label["verdict"], "selectedOn": label["selected_on"]}
 
 
 def _histogram_bars(histogram: dict[str, Any] | None) -> tuple[list[Any], list[float]]:
@@ -128,7 +144,13 @@ def _explanation(expl: dict[str, Any]) -> dict[str, Any]:
         "candidate": expl["candidate"],
         "scores": [{"scorer": s["scorer"], "simulator": s["simulator"],
                     "value": _finite(s["value"]), "floor": _finite(s["floor_value"]),
-                    "nExamples": s["n_examples"], "status": s["status"]}
+                    "nExamples": s["n_examples"], "status": s["status"],
+                    "validationValue": _finite(s.get("validation_value")),
+                    "nullMean": _finite(s.get("null_mean")),
+                    "nullP95": _finite(s.get("null_p95")), "nullN": s.get("null_n"),
+                    "ciLow": _finite(s.get("ci_low")), "ciHigh": _finite(s.get("ci_high")),
+                    "verdict": ("rejected" if expl["status"] == "rejected"
+                                else s.get("verdict") or "unscored")}
                    for s in expl["scores"]],
     }
 

@@ -21,14 +21,17 @@ from autolabel.store.records import (
     FORMAT_TAG,
     SAE_FIELDS,
     SCORE_FIELDS,
+    SCORE_TRUST_FIELDS,
     FieldSpec,
 )
 
 _S, _D, _L = (str,), (dict,), (list,)
 _OS, _OD = (str, None), (dict, None)
 Enums = dict[str, tuple[str, ...]]
-EXAMPLE_ENUMS: Enums = {"split": ("train", "test"), "kind": ("top", "quantile", "random")}
-EXPLANATION_ENUMS: Enums = {"status": ("ok", "parse_error", "refused", "error")}
+EXAMPLE_ENUMS: Enums = {"split": ("train", "validation", "test"),
+                        "kind": ("top", "quantile", "random")}
+EXPLANATION_ENUMS: Enums = {"status": ("ok", "parse_error", "refused", "error", "rejected")}
+VERDICTS = ("trusted", "weak", "at_floor", "unscored")  # what a score row can carry
 COLLECTION_ENUMS: Enums = {"status": ("running", "ok", "failed")}
 
 
@@ -89,12 +92,22 @@ def _check_explanation(expl: Any, where: str) -> None:
           EXPLANATION_ENUMS)
     for j, score in enumerate(expl["scores"]):
         check(score, {**SCORE_FIELDS, "floor_explanation": _OD}, f"{where}.scores[{j}]")
+        _check_trust(score, f"{where}.scores[{j}]")
         if score["floor_explanation"] is not None:
             check(score["floor_explanation"], FLOOR_FIELDS, f"{where}.scores[{j}].floor")
     for j, emb in enumerate(expl["embeddings"]):
         check(emb, {**EMBEDDING_FIELDS, "vector": _S}, f"{where}.embeddings[{j}]")
         if len(_unb64(emb["vector"], where)) != 4 * emb["dim"]:
             raise ValueError(f"{where}.embeddings[{j}]: vector length is not dim float32s")
+
+
+def _check_trust(score: dict[str, Any], where: str) -> None:
+    """The trust columns a score may carry (absent in files made before them)."""
+    present = {k: v for k, v in SCORE_TRUST_FIELDS.items() if k in score}
+    check(score, present, where)
+    if score.get("verdict") not in (*VERDICTS, None):
+        raise ValueError(f"{where}.verdict is {score['verdict']!r}, not one of "
+                         f"{', '.join(VERDICTS)}")
 
 
 def _unb64(text: str, where: str) -> bytes:

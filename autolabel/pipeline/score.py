@@ -1,9 +1,22 @@
-"""The score stage: every ok explanation on held-out (test-split) data, each beside its floor.
+"""The score stage: every ok explanation on held-out data, chosen on validation, reported on test.
 
-The stage sees scorers only through :class:`~autolabel.scoring.Scorer`: ``name`` and
-``simulator`` key the stored scores, ``score`` does the work. Building a scorer loads nothing
-(the ``auto`` simulator's sanity verdict comes from its disk cache), so which explanations still
-lack a score is decided before any model loads, and a finished stage costs a few queries.
+Per (explanation, scorer) one score row holds (issue 13):
+
+- ``validation_value``: the scorer on the **validation** split, the only number best-of-k
+  chooses by (:func:`autolabel.store.labels.choose`);
+- ``value``: the same scorer on the **test** split, the number reported for the label; its
+  floor (the same scorer on another feature's explanation, same data), the null summary, the
+  bootstrap CI and the verdict (:mod:`autolabel.scoring.trust`, no extra LLM call).
+
+So the choice never looks at test, and the reported score is not the maximum of k noisy
+estimates. A collection without validation examples (made before the split existed) gets no
+validation value, and its labels say "selected on test".
+
+Outages (transport or server failures) are stored as status ``error`` and re-scored by the next
+run; the summary counts them (``failed``) so the CLI can exit 3. Score rows made before
+migration 0005 get their null, CI and verdict from their stored predictions here, again
+without an LLM call. The stage sees scorers only through :class:`~autolabel.scoring.Scorer`;
+building one loads nothing, so a finished stage costs a few queries.
 """
 
 from __future__ import annotations
@@ -21,7 +34,10 @@ from autolabel.examples import TextExample, TokenDecoder
 from autolabel.llm import LLMClient
 from autolabel.loading import Progress, RunContext, _noop
 from autolabel.pipeline.explain import feature_context
+from autolabel.pipeline.trust import backfill_trust, trust_settings
 from autolabel.scoring import Scorer, ScoreResult, make_scorer, needs_llm
+from autolabel.scoring.trust import RULE, TrustSettings, assess
+from autolabel.scoring.types import ERROR, OK
 from autolabel.store.explanations import ok_explanations
 from autolabel.store.features import load_examples
 from autolabel.store.scores import add_score, mark_best, scored_keys
@@ -31,7 +47,11 @@ FALLBACK_FLOOR_TEXT = "words related to cooking and kitchen utensils"
 
 @dataclass
 class ScoreSummary:
-    """What a score stage did, including which simulator it used and why."""
+    """What a score stage did, including which simulator it used and why.
+
+    ``failed``: scores left as outages (status ``error``, retried next run) — a stage with
+    failures is partial (exit 3). ``verdicts``: verdict counts over this stage's new scores.
+    """
 
     sae: str
     scored: int
@@ -41,6 +61,18 @@ class ScoreSummary:
     mean_score: float | None
     mean_floor: float | None
     seconds: float
+    failed: int = 0
+    backfilled: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class HeldOut:
+    """A feature's held-out data: validation (to choose) and test (to report) sequences."""
+
+    validation: list[TextExample]
+    test: list[TextExample]
+    scale: float  # max activation over the feature's train top examples
 
 
 @dataclass
@@ -49,24 +81,34 @@ class _Tally:
 
     scored: int = 0
     skipped: int = 0
+    failed: int = 0
     pairs: list[tuple[float, float]] = field(default_factory=list)
+    verdicts: dict[str, int] = field(default_factory=dict)
 
     def mean(self, i: int) -> float | None:
         return sum(p[i] for p in self.pairs) / len(self.pairs) if self.pairs else None
 
 
-def test_sequences(database: Database, feature_id: int,
-                   decode: TokenDecoder) -> tuple[list[TextExample], float]:
-    """Held-out scoring data (test top + quantile + random) and the train max for scaling.
+def heldout_sequences(database: Database, feature_id: int, decode: TokenDecoder) -> HeldOut:
+    """Validation and test sequences (top + quantile + random of each) and the train max.
 
-    Only ``split == 'test'`` rows are returned: documents are split by hash before collection,
-    so nothing here was shown to an explainer.
+    Documents are split by hash before collection, so nothing here was shown to an explainer,
+    and no document is in both held-out splits.
     """
     with database.session() as session:
+        validation = load_examples(session, feature_id, split="validation")
         test = load_examples(session, feature_id, split="test")
         train = load_examples(session, feature_id, split="train", kinds=("top",))
     scale = max((e.max_activation for e in train), default=0.0)
-    return [e.to_text(decode) for e in test], scale
+    return HeldOut([e.to_text(decode) for e in validation], [e.to_text(decode) for e in test],
+                   scale)
+
+
+def test_sequences(database: Database, feature_id: int,
+                   decode: TokenDecoder) -> tuple[list[TextExample], float]:
+    """Test-split sequences and the train max (what reported scores are computed on)."""
+    held = heldout_sequences(database, feature_id, decode)
+    return held.test, held.scale
 
 
 def pick_floor_explanation(explanations: Sequence[Explanation], feature_id: int,
@@ -89,7 +131,7 @@ def score_stage(config: Config, database: Database, *, sae_name: str | None = No
                 use_cache: bool = True, run_id: int | None = None,
                 client: LLMClient | None = None, progress: Progress = _noop,
                 ctx: RunContext | None = None) -> ScoreSummary:
-    """Score ok explanations on held-out data, each beside its floor; mark the best per feature.
+    """Score ok explanations on validation and test; mark the best per feature (validation).
 
     Scorers are built only when there are explanations, and built lazily: a scorer loads its
     model on its first ``score``, which a stage with everything already scored never calls.
@@ -104,21 +146,24 @@ def score_stage(config: Config, database: Database, *, sae_name: str | None = No
         client = ctx.llm
     scorers = [make_scorer(name, config.scoring, client, lambda: ctx.embedder)
                for name in names] if explanations else []
-    tally = _Tally()
+    tally, settings = _Tally(), trust_settings(config)
     for scorer in scorers:
         _score_all(config, database, scorer, explanations, lambda: ctx.decoder(model_id),
-                   ctx.run_id, tally, progress)
+                   ctx.run_id, tally, progress, settings)
+    backfilled = backfill_trust(database, ids, settings)
     with database.session() as session:
         mark_best(session, ids)
     sim_name = next((s.simulator for s in scorers if s.simulator), "")
     sanity = next((dataclasses.asdict(s.sanity) for s in scorers if s.sanity is not None), None)
     return ScoreSummary(sae.name, tally.scored, tally.skipped, sim_name, sanity, tally.mean(0),
-                        tally.mean(1), time.perf_counter() - start)
+                        tally.mean(1), time.perf_counter() - start, tally.failed, backfilled,
+                        tally.verdicts)
 
 
 def _score_all(config: Config, database: Database, scorer: Scorer,
                explanations: Sequence[Explanation], decoder: Callable[[], TokenDecoder],
-               run_id: int | None, tally: _Tally, progress: Progress) -> None:
+               run_id: int | None, tally: _Tally, progress: Progress,
+               settings: TrustSettings) -> None:
     """Score each explanation lacking this scorer's score; one transaction per explanation.
 
     What is done is read under the scorer's identity before any sequence is decoded, so the
@@ -128,30 +173,57 @@ def _score_all(config: Config, database: Database, scorer: Scorer,
         done = scored_keys(session, [e.id for e in explanations], scorer.name, scorer.simulator)
     todo = [e for e in explanations if e.id not in done]
     tally.skipped += len(explanations) - len(todo)
-    cache: dict[int, tuple[list[TextExample], float]] = {}
+    cache: dict[int, HeldOut] = {}
     for i, expl in enumerate(todo):
         if expl.feature_id not in cache:
-            cache[expl.feature_id] = test_sequences(database, expl.feature_id, decoder())
-        seqs, scale = cache[expl.feature_id]
+            cache[expl.feature_id] = heldout_sequences(database, expl.feature_id, decoder())
         wrong = pick_floor_explanation(explanations, expl.feature_id, config.scoring.seed)
         wrong_text = (wrong.text or "") if wrong is not None else FALLBACK_FLOOR_TEXT
-        result = scorer.score(expl.text or "", seqs, scale)  # ok explanations have text
-        floor = scorer.score(wrong_text, seqs, scale)  # same scorer, same data, wrong text
-        _store_score(database, expl.id, scorer, result, floor, wrong, run_id)
-        tally.scored += 1
-        if result.value is not None and floor.value is not None:
-            tally.pairs.append((result.value, floor.value))
+        _score_one(database, scorer, expl, cache[expl.feature_id], wrong, wrong_text, run_id,
+                   tally, settings)
         progress(i + 1, len(todo))
 
 
-def _store_score(database: Database, explanation_id: int, scorer: Scorer, result: ScoreResult,
-                 floor: ScoreResult, wrong: Explanation | None, run_id: int | None) -> None:
-    """One score row with its floor; failures are statuses with the details kept."""
-    details = {**result.details, "floor": {"status": floor.status, "details": floor.details,
-                                           "text": wrong.text if wrong else FALLBACK_FLOOR_TEXT}}
+def _score_one(database: Database, scorer: Scorer, expl: Explanation, held: HeldOut,
+               wrong: Explanation | None, wrong_text: str, run_id: int | None, tally: _Tally,
+               settings: TrustSettings) -> None:
+    """Validation score, test score, floor (test) and trust of one explanation, stored."""
+    text = expl.text or ""  # ok explanations have text
+    result = scorer.score(text, held.test, held.scale)
+    validation = scorer.score(text, held.validation, held.scale) if held.validation else None
+    floor = scorer.score(wrong_text, held.test, held.scale)  # same scorer, data; wrong text
+    parts = [r for r in (result, validation, floor) if r is not None]
+    outage = next((r for r in parts if r.status == ERROR), None)
+    trust = (assess(result.truth, result.pred, result.value, floor.value, result.metric,
+                    settings) if outage is None else None)
+    details = {**result.details, "floor": _summary(floor, wrong_text),
+               "validation": _summary(validation, None) if validation else None,
+               "trust": {**trust.as_dict(), "rule": RULE, **dataclasses.asdict(settings)}
+               if trust else None}
+    status = ERROR if outage is not None else result.status
+    if outage is not None:
+        details["error"] = outage.details.get("error", "LLM call failed")
+        tally.failed += 1
     with database.session() as session:
-        add_score(session, explanation_id=explanation_id, scorer=scorer.name,
-                  simulator=scorer.simulator, value=result.value, floor_value=floor.value,
-                  floor_explanation_id=wrong.id if wrong is not None else None,
-                  n_examples=result.n_examples, status=result.status, details=details,
-                  run_id=run_id)
+        add_score(session, explanation_id=expl.id, scorer=scorer.name,
+                  simulator=scorer.simulator, value=result.value if status == OK else None,
+                  floor_value=floor.value, floor_explanation_id=wrong.id if wrong else None,
+                  n_examples=result.n_examples, status=status, details=details, run_id=run_id,
+                  validation_value=validation.value if validation and not outage else None,
+                  trust=trust.as_dict() if trust else None)
+    tally.scored += 1
+    if trust is not None:
+        tally.verdicts[trust.verdict] = tally.verdicts.get(trust.verdict, 0) + 1
+    if status == OK and result.value is not None and floor.value is not None:
+        tally.pairs.append((result.value, floor.value))
+
+
+def _summary(result: ScoreResult | None, text: str | None) -> dict[str, Any] | None:
+    """A secondary score (floor, validation) as kept in the main score's details."""
+    if result is None:
+        return None
+    out: dict[str, Any] = {"status": result.status, "value": result.value,
+                           "n_examples": result.n_examples, "details": result.details}
+    if text is not None:
+        out["text"] = text
+    return out

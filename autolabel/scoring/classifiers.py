@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from autolabel.errors import LLMError
 from autolabel.examples import TextExample
 from autolabel.prompting import render, sanitize_token
@@ -22,12 +24,14 @@ from autolabel.scoring.metrics import balanced_accuracy, roc_auc
 from autolabel.scoring.simulators import PLACEHOLDER, clean_explanation, tokens_at
 from autolabel.scoring.types import (
     DEGENERATE,
+    ERROR,
     OK,
     PARSE_ERROR,
     SanityReport,
     ScoreResult,
     SimulationParseError,
 )
+from autolabel.wording import canonical_explanation
 
 if TYPE_CHECKING:
     from autolabel.llm import LLMClient
@@ -86,18 +90,25 @@ class DetectionScorer:
         items = [(s, 1) for s in activating] + [(s, 0) for s in non_activating]
         rng.shuffle(items)
         texts = [_example_text(s, self._marks(s, y == 1, rng)) for s, y in items]
-        labels, guesses, probs, errors = [], [], [], []
+        text = canonical_explanation(explanation)  # wording cannot game the score (issue 13)
+        labels, guesses, probs, errors, outages = [], [], [], [], []
         for start in range(0, len(items), self.batch):
             chunk = list(range(start, min(start + self.batch, len(items))))
             try:
-                answers = self._ask(explanation, [texts[i] for i in chunk])
-            except LLMError as exc:
+                answers = self._ask(text, [texts[i] for i in chunk])
+            except SimulationParseError as exc:  # a real reply that cannot be read
                 errors.append(f"examples {chunk[0]}-{chunk[-1]}: {exc}")
+                continue
+            except LLMError as exc:  # an outage: the whole score is retried next run
+                outages.append(f"examples {chunk[0]}-{chunk[-1]}: {exc}")
                 continue
             for i, (guess, prob) in zip(chunk, answers, strict=True):
                 labels.append(items[i][1])
                 guesses.append(guess)
                 probs.append(prob)
+        if outages:
+            return ScoreResult(self.name, self.simulator, None, ERROR, len(items),
+                               {"error": outages[0], "errors": errors + outages})
         return self._result(labels, guesses, probs, errors, len(items))
 
     def _prompt(self, explanation: str, examples: list[str]) -> str:
@@ -141,8 +152,12 @@ class DetectionScorer:
         status = OK if value is not None else (PARSE_ERROR if errors else DEGENERATE)
         details = {"balanced_accuracy": value, "roc_auc": auc, "n_answered": len(labels),
                    "errors": errors, "labels": labels, "guesses": guesses}
-        return ScoreResult(self.name, self.simulator, value if status == OK else None, status,
-                           n, details)
+        result = ScoreResult(self.name, self.simulator, value if status == OK else None,
+                             status, n, details)
+        result.truth = [np.array([y], dtype=np.float64) for y in labels]
+        result.pred = [np.array([g], dtype=np.float64) for g in guesses]
+        result.metric = "balanced_accuracy"
+        return result
 
 
 class FuzzingScorer(DetectionScorer):

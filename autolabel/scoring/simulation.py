@@ -25,6 +25,7 @@ from autolabel.scoring.types import (
     SimulationParseError,
     Simulator,
 )
+from autolabel.wording import canonical_explanation
 
 
 class SimulationScorer:
@@ -49,14 +50,18 @@ class SimulationScorer:
               scale: float) -> ScoreResult:
         """``scale``: the feature's max activation over its *train* examples."""
         seqs = [s for s in sequences if s.tokens]
+        text = canonical_explanation(explanation)  # wording cannot game the score (issue 13)
         before = self._spent()
         try:
-            preds = self.backend.predict(explanation, [s.tokens for s in seqs])
-        except SimulationParseError as exc:
+            preds = self.backend.predict(text, [s.tokens for s in seqs])
+        except SimulationParseError as exc:  # a real reply that cannot be read
             return self._result(None, PARSE_ERROR, seqs, {"error": str(exc)})
-        except LLMError as exc:
+        except LLMError as exc:  # an outage: retryable, says nothing about the explanation
             return self._result(None, ERROR, seqs, {"error": str(exc)})
-        return self._from_predictions(seqs, preds, scale, self._spent() - before)
+        result = self._from_predictions(seqs, preds, scale, self._spent() - before)
+        if text != explanation.strip():
+            result.details["scored_text"] = text
+        return result
 
     def _spent(self) -> int:
         """Tokens the simulator has processed so far (its cost counter, when it keeps one)."""
@@ -81,7 +86,9 @@ class SimulationScorer:
             idx = [i for i, s in enumerate(seqs) if s.kind in kinds]
             details[label] = pooled_pearson([truth[i] for i in idx], [preds[i] for i in idx])
         status = OK if r_all is not None else DEGENERATE
-        return self._result(r_all, status, seqs, details)
+        result = self._result(r_all, status, seqs, details)
+        result.truth, result.pred, result.metric = truth, list(preds), "pooled_pearson"
+        return result
 
     def _result(self, value: float | None, status: str, seqs: Sequence[TextExample],
                 details: dict[str, Any]) -> ScoreResult:

@@ -25,7 +25,11 @@ DIGITS = tuple(str(d) for d in range(10))
 SCALE_MAX = 9.0
 
 # Score statuses: only ``ok`` carries a value; the others keep their reason in ``details``.
+# ``error`` is an outage (transport or server failure: nothing was learnt about the
+# explanation) and is retried by the next run; ``parse_error`` is a real reply that could not
+# be read and ``degenerate`` an undefined metric, both facts about the explanation.
 OK, PARSE_ERROR, ERROR, DEGENERATE = "ok", "parse_error", "error", "degenerate"
+RETRYABLE = frozenset({ERROR})
 
 
 class SimulationParseError(LLMError):
@@ -42,6 +46,12 @@ class ScoreResult:
     status: str  # ok | parse_error | error | degenerate
     n_examples: int
     details: dict[str, Any] = field(default_factory=dict)
+    # What the value was computed from, one array per held-out unit (sequence, or example for
+    # detection/fuzzing), and the metric's name in ``scoring.trust.METRICS``: the null
+    # distribution and the bootstrap CI are recomputed from these without another LLM call.
+    truth: list[np.ndarray] | None = field(default=None, repr=False)
+    pred: list[np.ndarray] | None = field(default=None, repr=False)
+    metric: str = ""
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""Scores: which explanations a scorer already scored, storing a score with its floor, the best
-explanation per feature, and score distributions for ``autolabel stats``."""
+"""Scores: which explanations a scorer already scored, storing a score with its floor, null
+summary, CI and verdict, the best explanation per feature (chosen on validation), and score
+distributions and trusted shares for ``autolabel stats``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,44 +12,81 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autolabel.db import Explanation, Feature, SAERecord, Score
+from autolabel.store.labels import Label, choose, feature_labels, scored_rows
 from autolabel.store.saes import find_sae
+
+TRUST_COLUMNS = ("null_mean", "null_p95", "null_n", "ci_low", "ci_high", "verdict")
+
+
+RETRYABLE_STATUSES = ("error",)  # an outage, not a result: the next run scores it again
 
 
 def scored_keys(session: Session, explanation_ids: Sequence[int], scorer: str,
                 simulator: str) -> set[int]:
-    """Explanation ids that already have this scorer's score."""
+    """Explanation ids that already have this scorer's score (an outage's ``error`` row does
+    not count: it is retried)."""
     return set(session.scalars(select(Score.explanation_id).where(
         Score.explanation_id.in_(list(explanation_ids)), Score.scorer == scorer,
-        Score.simulator == simulator)))
+        Score.simulator == simulator, Score.status.not_in(RETRYABLE_STATUSES))))
 
 
 def mark_best(session: Session, feature_ids: Sequence[int], scorer: str = "simulation") -> None:
-    """Per feature, flag the explanation with the highest score of ``scorer`` as best."""
+    """Per feature, flag the label :func:`~autolabel.store.labels.choose` picks (by validation
+    score, never test) as best; a feature with no usable score keeps no best."""
+    rows = scored_rows(session, feature_ids, scorer)
     for fid in feature_ids:
-        rows = session.execute(select(Explanation, Score.value).join(
-            Score, Score.explanation_id == Explanation.id).where(
-            Explanation.feature_id == fid, Score.scorer == scorer, Score.value.is_not(None))
-        ).all()
-        if not rows:
-            continue
-        best = max(rows, key=lambda r: (r[1], -r[0].id))[0]
+        chosen = choose(rows.get(fid, []))
+        best_id = chosen[0].id if chosen is not None else None
         for expl in session.scalars(select(Explanation).where(Explanation.feature_id == fid)):
-            expl.is_best = expl.id == best.id
+            expl.is_best = expl.id == best_id
 
 
 def score_stats(session: Session, sae_name: str | None = None) -> list[dict[str, Any]]:
-    """Score distributions per (SAE, explainer, scorer, simulator), each with its floor."""
+    """Score distributions per (SAE, explainer, scorer, simulator), each with its floor, its
+    verdict counts, and how many features' labels come from it and are trusted."""
     query = (select(SAERecord.name, Explanation.explainer, Score.scorer, Score.simulator,
-                    Score.value, Score.floor_value)
+                    Score.value, Score.floor_value, Score.verdict, Explanation.id,
+                    Explanation.feature_id)
              .join(Explanation, Score.explanation_id == Explanation.id)
              .join(Feature, Explanation.feature_id == Feature.id)
              .join(SAERecord, Feature.sae_id == SAERecord.id))
     if sae_name:
         query = query.where(SAERecord.id == find_sae(session, sae_name).id)
-    groups: dict[tuple[str, str, str, str], list[tuple[float | None, float | None]]] = {}
-    for name, explainer, scorer, sim, value, floor in session.execute(query):
-        groups.setdefault((name, explainer, scorer, sim), []).append((value, floor))
-    return [_summarise(key, pairs) for key, pairs in sorted(groups.items())]
+    groups: dict[tuple[str, str, str, str], list[tuple[Any, ...]]] = {}
+    for name, explainer, scorer, sim, value, floor, verdict, eid, fid in session.execute(query):
+        groups.setdefault((name, explainer, scorer, sim), []).append(
+            (value, floor, verdict, eid, fid))
+    chosen = _chosen_labels(session, groups)
+    return [{**_summarise(key, [(v, f) for v, f, *_ in rows]),
+             **_trust_counts(key, rows, chosen)} for key, rows in sorted(groups.items())]
+
+
+def _chosen_labels(session: Session, groups: Mapping[tuple[str, str, str, str], Any]
+                   ) -> dict[tuple[str, int], Label]:
+    """(scorer, feature id) -> the feature's label under that scorer."""
+    out: dict[tuple[str, int], Label] = {}
+    for scorer in {key[2] for key in groups}:
+        fids = sorted({row[4] for key, rows in groups.items() if key[2] == scorer
+                       for row in rows})
+        out.update({(scorer, fid): lab for fid, lab in
+                    feature_labels(session, fids, scorer).items()})
+    return out
+
+
+def _trust_counts(key: tuple[str, str, str, str], rows: list[tuple[Any, ...]],
+                  chosen: Mapping[tuple[str, int], Label]) -> dict[str, Any]:
+    """Verdict counts of a group's scores; its labels (features whose chosen candidate is in
+    the group) and how many of them are trusted."""
+    verdicts: dict[str, int] = {}
+    for _v, _f, verdict, _e, _fid in rows:
+        verdicts[verdict or "unscored"] = verdicts.get(verdict or "unscored", 0) + 1
+    ids = {row[3] for row in rows}
+    labels = [lab for (scorer, fid), lab in chosen.items() if scorer == key[2]
+              and lab.explanation_id in ids and lab.simulator == key[3]]
+    return {"verdicts": verdicts,
+            "trusted": verdicts.get("trusted", 0) / len(rows) if rows else None,
+            "labels": len(labels), "labels_trusted": sum(lab.trusted for lab in labels),
+            "labels_selected_on_test": sum(lab.selected_on == "test" for lab in labels)}
 
 
 def _summarise(key: tuple[str, str, str, str],
@@ -74,10 +112,32 @@ def _summarise(key: tuple[str, str, str, str],
 
 def add_score(session: Session, *, explanation_id: int, scorer: str, simulator: str,
               value: float | None, floor_value: float | None, floor_explanation_id: int | None,
-              n_examples: int, status: str, details: dict[str, Any],
-              run_id: int | None) -> None:
-    """One score row with its floor; failures are statuses with the details kept."""
-    session.add(Score(
-        explanation_id=explanation_id, scorer=scorer, simulator=simulator, value=value,
-        floor_value=floor_value, floor_explanation_id=floor_explanation_id,
-        n_examples=n_examples, status=status, details=details, run_id=run_id))
+              n_examples: int, status: str, details: dict[str, Any], run_id: int | None,
+              validation_value: float | None = None,
+              trust: Mapping[str, Any] | None = None) -> None:
+    """One score row with its floor, validation value and trust columns (``trust``: null_mean,
+    null_p95, null_n, ci_low, ci_high, verdict). A retried outage row is updated in place."""
+    row = session.scalar(select(Score).where(
+        Score.explanation_id == explanation_id, Score.scorer == scorer,
+        Score.simulator == simulator)) or Score(explanation_id=explanation_id, scorer=scorer,
+                                                simulator=simulator)
+    row.value, row.floor_value, row.floor_explanation_id = value, floor_value, floor_explanation_id
+    row.n_examples, row.status, row.details, row.run_id = n_examples, status, details, run_id
+    row.validation_value = validation_value
+    set_trust(row, trust or {})
+    session.add(row)
+
+
+def set_trust(row: Score, trust: Mapping[str, Any]) -> None:
+    """Copy a trust summary onto a score row (missing keys become NULL)."""
+    for key in TRUST_COLUMNS:
+        setattr(row, key, trust.get(key))
+
+
+def untrusted_scores(session: Session, feature_ids: Sequence[int]) -> list[Score]:
+    """Score rows of these features without a verdict: made before migration 0005; the score
+    stage fills their verdict in from stored predictions (no LLM call)."""
+    return list(session.scalars(select(Score).join(
+        Explanation, Score.explanation_id == Explanation.id).where(
+        Explanation.feature_id.in_(list(feature_ids)), Score.verdict.is_(None))
+        .order_by(Score.id)))
