@@ -1,7 +1,7 @@
-"""Locate the data folders shipped inside the package (prompts, report templates, migrations).
+"""Locate the data folders shipped inside the package (prompts, reports, web app, migrations).
 
 They are found through ``importlib.resources`` so an installed wheel works anywhere; in a
-development checkout ``autolabel/{prompts,reports,migrations}`` are symlinks to the top-level
+development checkout ``autolabel/{prompts,reports,web,migrations}`` are symlinks to the top-level
 folders, and the wheel carries the real folders in their place (pyproject ``force-include``).
 """
 
@@ -32,6 +32,11 @@ def prompts_dir() -> Path:
 def reports_dir() -> Path:
     """Jinja2 report templates and CSS."""
     return resource_dir("reports")
+
+
+def web_dir() -> Path:
+    """Templates and static assets of ``autolabel serve`` (``templates/``, ``static/``)."""
+    return resource_dir("web")
 
 
 def migrations_dir() -> Path:

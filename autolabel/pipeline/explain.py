@@ -2,6 +2,12 @@
 
 What is missing is decided from the stored candidates and the examples' activations, before any
 text is decoded or any model is loaded; a finished stage therefore costs a few queries.
+
+First, stored candidates that no gate (or an older one) judged are re-judged by the quality
+gate from their stored reply and prompt (no LLM call); ``recheck=True`` re-judges all of them
+and stops there (``autolabel explain --recheck``).
+LLM calls that failed are stored as status ``error`` (retried by the next run) and counted in
+``failed``: a stage with failures is partial (the CLI exits 3).
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autolabel.config import Config
@@ -17,7 +23,15 @@ from autolabel.corpus import iter_windows
 from autolabel.db import Database, SAERecord
 from autolabel.errors import NotFoundError
 from autolabel.examples import Example, TextExample, TokenDecoder
-from autolabel.explain import LLMExplainer, TokenStatsExplainer
+from autolabel.explain import (
+    GATE_VERSION,
+    GateConfig,
+    LLMExplainer,
+    TokenStatsExplainer,
+    judge_reply,
+    judge_text,
+    prompt_facts,
+)
 from autolabel.llm import LLMClient
 from autolabel.loading import Progress, RunContext, _noop
 from autolabel.store import (
@@ -28,13 +42,19 @@ from autolabel.store import (
     select_features,
     store_candidates,
 )
+from autolabel.store.gate import GateUpdate, StoredCandidate, apply_gate, candidates_to_gate
 
 Examples = dict[int, list[Example]]  # feature id -> its train examples
 
 
 @dataclass
 class ExplainSummary:
-    """What an explain stage did."""
+    """What an explain stage did.
+
+    ``failed``: LLM calls that failed and were stored as status ``error`` (retried by the
+    next run); a stage with failures is partial. ``gate``: the re-check of stored candidates
+    (:func:`regate`), ``rejected``: this stage's new rejections by reason.
+    """
 
     sae: str
     features: int
@@ -43,32 +63,84 @@ class ExplainSummary:
     statuses: dict[str, int]
     llm: dict[str, float]
     seconds: float
+    failed: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        """Whether some LLM calls failed (their candidates are retried by the next run)."""
+        return self.failed > 0
+
+    def describe(self) -> str:
+        """What the CLI prints: counts, the gate's re-check and rejections, the next step."""
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items())) or "none"
+        lines = [f"Explained {self.features} features of {self.sae!r}: {self.created} new "
+                 f"candidate sets ({statuses}), {self.skipped} already done, LLM cost "
+                 f"${self.llm.get('cost', 0.0):.4f}."]
+        if self.rejected:
+            lines.append(f"Rejected by the quality gate: {_counts(self.rejected)}.")
+        if self.gate:
+            moved = _counts(self.gate["transitions"]) or "nothing changed"
+            lines.append(f"Re-checked {self.gate['checked']} stored candidates with gate "
+                         f"v{self.gate['gate_version']}: {moved}; now rejected by reason: "
+                         f"{_counts(self.gate['rejected']) or 'none'}.")
+        if self.failed:
+            lines.append(f"{self.failed} LLM calls failed; their candidates are stored as "
+                         "'error' and retried by the next run (exit 3).")
+        lines.append(f"Next: autolabel score --sae {self.sae}")
+        return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def explain_stage(config: Config, database: Database, *, sae_name: str | None = None,
                   features: str | None = None, use_cache: bool = True, run_id: int | None = None,
                   client: LLMClient | None = None, progress: Progress = _noop,
-                  ctx: RunContext | None = None) -> ExplainSummary:
-    """Explain every selected feature with each configured explainer (train split only)."""
+                  ctx: RunContext | None = None, recheck: bool = False) -> ExplainSummary:
+    """Re-check stored candidates with the gate, then explain every selected feature with
+    each configured explainer (train split only)."""
     start = time.perf_counter()
     ctx = ctx or RunContext(config, database, run_id=run_id, use_cache=use_cache)
     sae, ids, model_id = feature_context(database, sae_name, features)
+    gate = gate_config(config)
+    gate_report = regate(database, ids, gate, force=recheck)
+    tally = _Tally()
+    if recheck:  # a maintenance pass over what is stored: no explainer runs, nothing loads
+        return ExplainSummary(sae.name, len(ids), 0, len(ids), {}, {},
+                              time.perf_counter() - start, gate=gate_report)
     examples = {fid: train_examples(database, fid) for fid in ids}
-    statuses: dict[str, int] = {}
-    created = skipped = 0
     llm_totals: dict[str, float] = {}
     for name in config.explain.explainers:
         if name == "tokens":
-            c, s = _explain_tokens(config, database, examples, lambda: ctx.decoder(model_id),
-                                   ctx.run_id, statuses)
+            _explain_tokens(config, database, examples, lambda: ctx.decoder(model_id),
+                            ctx.run_id, tally, gate)
         else:
             client = client or ctx.llm
-            c, s = _explain_llm(config, database, examples, ctx.decoder, model_id, client,
-                                ctx.run_id, statuses, progress)
+            _explain_llm(config, database, examples, ctx.decoder, model_id, client,
+                         ctx.run_id, tally, progress, gate)
             llm_totals = dict(getattr(client, "totals", {}))
-        created, skipped = created + c, skipped + s
-    return ExplainSummary(sae.name, len(ids), created, skipped, statuses, llm_totals,
-                          time.perf_counter() - start)
+    return ExplainSummary(sae.name, len(ids), tally.created, tally.skipped, tally.statuses,
+                          llm_totals, time.perf_counter() - start, tally.failed,
+                          tally.rejected, gate_report)
+
+
+@dataclass
+class _Tally:
+    """Counts over one stage: candidate sets made/skipped, statuses, reasons, failed calls."""
+
+    created: int = 0
+    skipped: int = 0
+    failed: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+def gate_config(config: Config) -> GateConfig:
+    """The quality gate's knobs from ``[explain]``."""
+    return GateConfig(max_chars=config.explain.max_chars, max_words=config.explain.max_words)
 
 
 def feature_context(database: Database, sae_name: str | None,
@@ -110,38 +182,45 @@ def corpus_background(config: Config, decode: TokenDecoder,
 
 
 def _explain_tokens(config: Config, database: Database, examples: Examples,
-                    decoder: Callable[[], TokenDecoder], run_id: int | None,
-                    statuses: dict[str, int]) -> tuple[int, int]:
+                    decoder: Callable[[], TokenDecoder], run_id: int | None, tally: _Tally,
+                    gate: GateConfig) -> None:
     """TokenStats baseline for features that lack it."""
-    explainer = TokenStatsExplainer()
+    explainer = TokenStatsExplainer(gate=gate)
     todo = _missing(database, examples, "tokens", "", explainer.prompt_hash, 1)
+    tally.skipped += len(examples) - len(todo)
     if not todo:
-        return 0, len(examples)
+        return
     decode = decoder()
     background = corpus_background(config, decode)
     results = {fid: [explainer.explain(as_text(examples[fid], decode), background)]
                for fid in todo}
-    _store(database, results, run_id, statuses)
-    return len(todo), len(examples) - len(todo)
+    _store(database, results, run_id, tally)
+    tally.created += len(todo)
 
 
 def _explain_llm(config: Config, database: Database, examples: Examples,
                  decoder: Callable[[str | None], TokenDecoder], model_id: str | None,
-                 client: LLMClient, run_id: int | None, statuses: dict[str, int],
-                 progress: Progress) -> tuple[int, int]:
+                 client: LLMClient, run_id: int | None, tally: _Tally,
+                 progress: Progress, gate: GateConfig) -> None:
     """LLM candidates (best-of-k) in chunks; each chunk is stored before the next starts."""
     k = config.explain.k
-    explainer = LLMExplainer(client, k=k, seed=config.scoring.seed,
-                             temperature=config.llm.temperature)
+    explainer = LLMExplainer(client, template=config.explain.template,
+                             variant=config.explain.variant, k=k, seed=config.scoring.seed,
+                             temperature=config.llm.temperature, gate=gate,
+                             concurrency=config.llm.concurrency)
     todo = _missing(database, examples, "llm", client.model, explainer.prompt_hash, k)
+    tally.skipped += len(examples) - len(todo)
     chunk = max(1, config.collect.batch_size)
-    for done in range(0, len(todo), chunk):
-        ids = todo[done:done + chunk]
-        decode = decoder(model_id)
-        results = explainer.explain_many([as_text(examples[f], decode) for f in ids])
-        _store(database, dict(zip(ids, results, strict=True)), run_id, statuses)
-        progress(done + len(ids), len(todo))
-    return len(todo), len(examples) - len(todo)
+    try:
+        for done in range(0, len(todo), chunk):
+            ids = todo[done:done + chunk]
+            decode = decoder(model_id)
+            results = explainer.explain_many([as_text(examples[f], decode) for f in ids])
+            _store(database, dict(zip(ids, results, strict=True)), run_id, tally)
+            tally.created += len(ids)
+            progress(done + len(ids), len(todo))
+    finally:
+        tally.failed += explainer.failed_calls
 
 
 def _missing(database: Database, examples: Examples, explainer: str, llm_model: str,
@@ -167,9 +246,55 @@ def _activates(examples: list[Example]) -> bool:
 
 
 def _store(database: Database, results: dict[int, list[Any]], run_id: int | None,
-           statuses: dict[str, int]) -> None:
+           tally: _Tally) -> None:
     """Store one chunk of candidates in one transaction and count their statuses."""
     with database.session() as session:
         counts = store_candidates(session, results, run_id)
     for status, n in counts.items():
-        statuses[status] = statuses.get(status, 0) + n
+        tally.statuses[status] = tally.statuses.get(status, 0) + n
+    for cands in results.values():
+        for cand in cands:
+            if cand.reason:
+                tally.rejected[cand.reason] = tally.rejected.get(cand.reason, 0) + 1
+
+
+# --------------------------------------------------------------------------- re-checking
+
+
+def regate(database: Database, feature_ids: list[int], gate: GateConfig,
+           force: bool = False) -> dict[str, Any]:
+    """Re-judge stored candidates that no gate (or an older one) judged — all of them with
+    ``force`` — from their stored reply and prompt, and write what changed.
+
+    Returns ``checked``, ``changed``, ``transitions`` ("ok -> rejected": n …) and
+    ``rejected`` (reason: n over the re-checked rows now rejected).
+    """
+    with database.session() as session:
+        stored = candidates_to_gate(session, feature_ids, GATE_VERSION, force=force)
+    if not stored:
+        return {}
+    updates = [_rejudge(c, gate) for c in stored]
+    with database.session() as session:
+        apply_gate(session, updates, GATE_VERSION)
+    transitions: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for old, new in zip(stored, updates, strict=True):
+        if (old.status, old.reason, old.text) != (new.status, new.reason, new.text):
+            transitions[f"{old.status} -> {new.status}"] += 1
+        if new.reason:
+            reasons[new.reason] += 1
+    return {"checked": len(stored), "changed": sum(transitions.values()),
+            "transitions": dict(transitions), "rejected": dict(reasons),
+            "gate_version": GATE_VERSION}
+
+
+def _rejudge(cand: StoredCandidate, gate: GateConfig) -> GateUpdate:
+    """One stored candidate through the gate: its raw reply when it has one (LLM), else its
+    text (token statistics), against the explanations its stored prompt showed."""
+    if cand.raw_reply is not None:
+        verdict = judge_reply(cand.raw_reply, cand.prompt, gate)
+    elif cand.text:
+        verdict = judge_text(cand.text, prompt_facts(cand.prompt), gate)
+    else:
+        return GateUpdate(cand.id, cand.status, cand.text, cand.reason, None)
+    return GateUpdate(cand.id, verdict.status, verdict.text, verdict.reason, verdict.error)

@@ -56,9 +56,11 @@ def feature_explanations(session: Session, feature_id: int) -> list[dict[str, An
             "id": expl.id, "explainer": expl.explainer, "llm_model": expl.llm_model,
             "prompt_hash": expl.prompt_hash[:12], "candidate": expl.candidate,
             "status": expl.status, "text": expl.text, "error": expl.error,
-            "is_best": expl.is_best,
+            "reason": expl.reason, "is_best": expl.is_best,
             "scores": [{"scorer": s.scorer, "simulator": s.simulator, "value": s.value,
-                        "floor": s.floor_value, "status": s.status, "n": s.n_examples}
+                        "floor": s.floor_value, "status": s.status, "n": s.n_examples,
+                        "validation": s.validation_value, "null_p95": s.null_p95,
+                        "ci_low": s.ci_low, "ci_high": s.ci_high, "verdict": s.verdict}
                        for s in scores],
         })
     return out
@@ -82,6 +84,8 @@ def store_candidates(session: Session, results: Mapping[int, Iterable[CandidateL
             row.text, row.status, row.error = cand.text, cand.status, cand.error
             row.raw_reply, row.llm_call_id = cand.raw_reply, cand.call_id
             row.settings, row.run_id = cand.settings, run_id
+            row.reason = getattr(cand, "reason", None)  # the quality gate's (issue 13)
+            row.gate_version = getattr(cand, "gate_version", None)
             session.add(row)
             statuses[cand.status] = statuses.get(cand.status, 0) + 1
     return statuses

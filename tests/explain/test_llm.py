@@ -1,8 +1,7 @@
-"""LLM explainer against a scripted client; token-statistics baseline; one slow real run."""
+"""LLM explainer against a scripted client (every template family); one slow real run."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +10,8 @@ import pytest
 
 from autolabel.errors import BudgetExceeded, ConfigError, LLMError
 from autolabel.examples import TextExample
-from autolabel.explain import Candidate, LLMExplainer, TokenStatsExplainer
+from autolabel.explain import STATUSES, LLMExplainer
 from autolabel.prompting import template_hash
-
-STATUSES = {"ok", "parse_error", "refused", "error"}
-MONTHS = [" January", " March", " May", " July", " October"]
 
 
 @dataclass
@@ -107,21 +103,55 @@ def test_ok_candidate_keeps_raw_reply_and_provenance() -> None:
                                                     None)
     assert cand.raw_reply == " month names, especially in dates."
     assert cand.explainer == "llm" and cand.llm_model == "fake-model" and cand.call_id == 1
+    assert cand.prompt_hash == template_hash("explain_delphi_completion.j2")
+    assert cand.settings["template_version"] == "explain-delphi-completion/1"
+    assert cand.settings["template_family"] == "delphi" and cand.gate_version == 1
+    kind, prompt, kw = client.calls[0]
+    assert kind == "complete" and prompt.endswith("Description:") and "<<May>>" in prompt
+    assert kw["temperature"] == 0.0 and kw["stop"] == ["\n"] and kw["max_tokens"] == 40
+
+
+def test_bills_template_stays_selectable_by_name() -> None:
+    client = ScriptedClient()
+    client.enqueue(" month names, especially in dates.")
+    [cand] = LLMExplainer(client, template="bills", max_tokens=60).explain(_feature())
+    assert (cand.status, cand.text) == ("ok", "month names, especially in dates")
     assert cand.prompt_hash == template_hash("explain_completion.j2")
     assert cand.settings["template_version"] == "explain-completion/1"
     kind, prompt, kw = client.calls[0]
     assert kind == "complete" and prompt.endswith("fires on") and " May\t10" in prompt
     assert kw["temperature"] == 0.0 and kw["stop"] == ["\n"] and kw["max_tokens"] == 60
+    with pytest.raises(ConfigError, match="unknown explain template"):
+        LLMExplainer(client, template="nope")
 
 
 def test_failed_replies_are_statuses_with_raw_text() -> None:
     client = ScriptedClient()
-    client.enqueue(" May\t10\n July\t10", "I cannot help with that.", "")
+    client.enqueue(" May\t10\n July\t10", "I cannot help with that.", "",
+                   "month names\nAlso days\nAnd years")
     explainer = LLMExplainer(client)
-    got = [explainer.explain(_feature())[0] for _ in range(3)]
-    assert [c.status for c in got] == ["parse_error", "refused", "parse_error"]
+    got = [explainer.explain(_feature())[0] for _ in range(4)]
+    assert [c.status for c in got] == ["rejected", "refused", "rejected", "parse_error"]
+    assert [c.reason for c in got] == ["echo", None, "empty", None]
     assert all(c.text is None and c.error for c in got)
     assert got[1].raw_reply == "I cannot help with that."
+    assert got[0].raw_reply == " May\t10\n July\t10"
+
+
+def test_gate_rejects_a_copy_of_the_prompts_own_example() -> None:
+    """Whatever the family, a copy of one of its few-shot explanations is rejected (here on
+    a months feature, which the copied explanation does not describe)."""
+    for family in ("delphi", "pairs", "bills"):
+        client = ScriptedClient()
+        explainer = LLMExplainer(client, template=family)
+        shown = explainer.prompt(_feature())
+        example = ('negations such as "not" and "never"' if family != "bills" else
+                   'Python code such as "def" and "return"')
+        assert example in str(shown)
+        client.enqueue(f" {example}.")
+        [cand] = explainer.explain(_feature())
+        assert (cand.status, cand.reason) == ("rejected", "copy"), family
+        assert cand.raw_reply == f" {example}."
 
 
 def test_k_candidates_are_sampled_with_distinct_seeds() -> None:
@@ -202,61 +232,24 @@ def test_failed_batch_falls_back_to_single_calls() -> None:
 
 def test_chat_variant_sends_messages() -> None:
     client = ScriptedClient(provider="openai")
-    client.enqueue("Explanation: month names.")
+    client.enqueue("Explanation: summer months.")
     out = LLMExplainer(client).explain_many([_feature()])
-    assert out[0][0].text == "month names"
+    assert out[0][0].text == "summer months"
     kind, messages, kw = client.calls[0]
     assert kind == "chat" and messages[0]["role"] == "system" and kw["stop"] is None
-    assert " July\t10" in messages[-1]["content"]
+    assert "<<July>>" in messages[-1]["content"]
+    bills = ScriptedClient(provider="openai")
+    bills.enqueue("summer months")
+    LLMExplainer(bills, template="bills").explain(_feature())
+    assert " July\t10" in bills.calls[0][1][-1]["content"]
 
 
-# --------------------------------------------------------------------------- token statistics
-
-
-def _months_feature(seed: int = 0) -> tuple[list[TextExample], dict[str, float]]:
-    """Months fire (after " in"); filler words are common in the background."""
-    rng = random.Random(seed)
-    filler = [" the", " we", " went", " to", " a", " park", ",", ".", " and", " it"]
-    examples = []
-    for i in range(12):
-        words = [rng.choice(filler) for _ in range(10)]
-        pos = rng.randrange(1, 9)
-        words[pos - 1], words[pos] = " in", MONTHS[i % len(MONTHS)]
-        acts = [0.0] * 10
-        acts[pos] = 2.0 + rng.random() * 3
-        acts[(pos + 3) % 10] = 0.1 if words[(pos + 3) % 10] == " the" else 0.0
-        examples.append(TextExample(words, acts, f"doc{i}"))
-    background = {t: 1000.0 for t in filler} | {" in": 800.0} | {m: 5.0 for m in MONTHS}
-    return examples, background
-
-
-def test_token_stats_names_month_tokens() -> None:
-    examples, background = _months_feature()
-    cand = TokenStatsExplainer().explain(examples, background)
-    assert cand.status == "ok" and cand.text is not None
-    named = [m for m in MONTHS if f'"{m}"' in cand.text]
-    assert len(named) == 3
-    assert cand.text.startswith("tokens ") and cand.text.endswith('(often after " in")')
-    assert '" the"' not in cand.text
-    assert (cand.explainer, cand.llm_model, cand.call_id) == ("tokens", "", None)
-    assert len(cand.prompt_hash) == 64
-
-
-def test_token_stats_is_deterministic_and_handles_silence() -> None:
-    examples, background = _months_feature()
-    runs = {TokenStatsExplainer().explain(examples, background).text for _ in range(3)}
-    shuffled = list(reversed(examples))
-    runs.add(TokenStatsExplainer().explain(shuffled, background).text)
-    assert len(runs) == 1
-    dead = [TextExample(["a"], [0.0], "d")]
-    cand = TokenStatsExplainer().explain(dead, background)
-    assert cand.status == "error" and cand.text is None and cand.error
-    assert TokenStatsExplainer().explain(examples, {}).status == "ok"
-
-
-def test_candidates_are_plain_dataclasses() -> None:
-    cand = TokenStatsExplainer().explain(*_months_feature())
-    assert isinstance(cand, Candidate) and cand.settings["algorithm"] == "token-stats/1"
+def test_failed_calls_are_counted() -> None:
+    client = ScriptedClient()
+    client.enqueue(LLMError("server returned 500"), "month names", LLMError("timeout"))
+    explainer = LLMExplainer(client)
+    statuses = [explainer.explain(_feature())[0].status for _ in range(3)]
+    assert statuses == ["error", "ok", "error"] and explainer.failed_calls == 2
 
 
 # --------------------------------------------------------------------------- real local model
@@ -281,4 +274,6 @@ def test_local_client_explains_synthetic_features() -> None:
             assert cand.status in STATUSES
             assert cand.raw_reply is not None or cand.status == "error"
             if cand.status == "ok":
-                assert cand.text and len(cand.text) <= 300
+                assert cand.text and len(cand.text) <= 160
+            if cand.status == "rejected":
+                assert cand.reason and cand.error and cand.text is None
