@@ -10,6 +10,14 @@ Prints a/b and a/c, then peak RSS of a collection over N and 2N tokens (separate
 Targets (issue 3): a/b >= 0.80, a/c >= 3, RSS(2N) <= 1.1 x RSS(N).
 
     python benchmarks/bench_collect.py --tokens 100000 --rss-tokens 50000
+
+``--long-line-mb 21.5`` (issue 18.10) instead writes the same ~21.5 MB of English (wikipedia-
+sample text, repeated) as one line and as blank-line-separated paragraphs, and reports the peak
+RSS of a fresh process collecting 2,000 tokens from each (all 4,096 latents), next to a process
+that tokenises the line whole, as the reader did before documents came in bounded pieces.
+Target: peak(line) <= 1.1 x peak(paragraphs).
+
+    python benchmarks/bench_collect.py --long-line-mb 21.5
 """
 
 from __future__ import annotations
@@ -18,14 +26,17 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from autolabel.collect import CollectSettings, collect
 from autolabel.config import load_config
+from autolabel.corpus import iter_documents
 from autolabel.loading import load_subject_for, resolve_sae, token_batches
 
 
@@ -118,13 +129,64 @@ def rss_child(tokens: int, threads: int) -> int:
     return during - loaded
 
 
+LONG_LINE_CHILD = """
+import resource, sys
+from autolabel.config import load_config
+from autolabel.loading import load_subject_for, resolve_sae, token_batches
+from autolabel.collect import collect, CollectSettings
+c = load_config(overrides={"corpus.source": sys.argv[1], "collect.tokens": 2000}, environ={})
+s = load_subject_for(c); sae, _ = resolve_sae(c, s)
+if sys.argv[2] == "whole":  # the old reader: one document, tokenised in one call
+    ids = s.tokenizer(open(sys.argv[1], encoding="utf-8").read(), add_special_tokens=False)
+    n = len(ids["input_ids"])
+else:
+    n = collect(s, sae, token_batches(c, s.tokenizer, 2000), list(range(sae.d_sae)),
+                CollectSettings())[0].n_tokens
+print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def long_line(megabytes: float) -> dict[str, float]:
+    """Peak RSS (MiB) of collecting from one long line vs the same bytes in paragraphs."""
+    paragraphs: list[str] = []
+    size, target = 0, int(megabytes * 1e6)
+    while size < target:
+        for doc in iter_documents("wikipedia-sample"):
+            paragraphs.append(" ".join(doc.text.split()))
+            size += len(paragraphs[-1]) + 2
+            if size >= target:
+                break
+    out: dict[str, float] = {"megabytes": size / 1e6}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"line": Path(tmp) / "line.txt", "paragraphs": Path(tmp) / "paras.txt"}
+        files["line"].write_text(" ".join(paragraphs) + "\n", encoding="utf-8")
+        files["paragraphs"].write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+        runs = [("paragraphs", "collect"), ("line", "collect"), ("line", "whole")]
+        for name, mode in runs:
+            done = subprocess.run([sys.executable, "-c", LONG_LINE_CHILD, str(files[name]), mode],
+                                  capture_output=True, text=True, check=True)
+            _n, peak_kib = map(int, done.stdout.strip().splitlines()[-1].split())
+            out[f"{name}_{mode}_mib"] = peak_kib / 1024
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=100_000, help="tokens for the ratio runs")
     parser.add_argument("--rss-tokens", type=int, default=20_000, help="N for the RSS runs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rss-only", action="store_true", help="skip the throughput runs")
+    parser.add_argument("--long-line-mb", type=float, help="only the long-line memory runs")
     args = parser.parse_args()
+    if args.long_line_mb:
+        peaks = long_line(args.long_line_mb)
+        print(f"{peaks['megabytes']:.1f} MB of text, peak RSS collecting 2,000 tokens: "
+              f"paragraphs {peaks['paragraphs_collect_mib']:,.0f} MiB, one line "
+              f"{peaks['line_collect_mib']:,.0f} MiB (ratio "
+              f"{peaks['line_collect_mib'] / peaks['paragraphs_collect_mib']:.2f}, target <= 1.1)"
+              f"; the line tokenised whole: {peaks['line_whole_mib']:,.0f} MiB")
+        print(json.dumps(peaks))
+        return
     result = throughput(args) if not args.rss_only else {}
     if result:
         print_throughput(result)

@@ -4,24 +4,33 @@ The corpus can be far larger than memory, so every per-feature quantity is a fix
 tensor updated with vectorised torch ops per batch (see :mod:`autolabel.collect.collector` for
 what is kept and how the quantile sample stays exact).
 
+Sampling depends only on the seed, the feature and the window's identity (document, start), so
+results never depend on batch layout, feature grouping or sharding, and partial states from
+shards merge exactly (``ExampleCollector.merge``).
+
 Modules: :mod:`~autolabel.collect.types` (settings, results, feature checks),
+:mod:`~autolabel.collect.keys` (priority keys and window identities),
 :mod:`~autolabel.collect.slots` (the fixed-size stores), :mod:`~autolabel.collect.collector`
-(``ExampleCollector``), :mod:`~autolabel.collect.stream` (``encode_batch``, ``collect`` and the
-protocols its inputs satisfy). The public names are re-exported here.
+(``ExampleCollector``), :mod:`~autolabel.collect.stream` (``encode_batch``, ``collect``,
+``collect_state`` and the protocols their inputs satisfy). The public names are re-exported
+here.
 """
 
 from __future__ import annotations
 
-from autolabel.collect.collector import ExampleCollector, bin_quotas, draw_keys
+from autolabel.collect.collector import ExampleCollector, bin_quotas
+from autolabel.collect.keys import priority_key_reference, priority_keys, window_ids
 from autolabel.collect.stream import (
     SAELike,
     SubjectLike,
     WindowBatchLike,
     collect,
+    collect_state,
     encode_batch,
 )
 from autolabel.collect.types import (
     HISTOGRAM_EDGES,
+    RANDOM_SPLITS,
     SPLITS,
     CollectSettings,
     FeatureResult,
@@ -30,6 +39,7 @@ from autolabel.collect.types import (
 
 __all__ = [
     "HISTOGRAM_EDGES",
+    "RANDOM_SPLITS",
     "SPLITS",
     "CollectSettings",
     "ExampleCollector",
@@ -40,6 +50,9 @@ __all__ = [
     "bin_quotas",
     "check_features",
     "collect",
-    "draw_keys",
+    "collect_state",
     "encode_batch",
+    "priority_key_reference",
+    "priority_keys",
+    "window_ids",
 ]

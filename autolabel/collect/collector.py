@@ -9,14 +9,16 @@ largest activation of the feature over the window's real tokens. Padding and spe
 (BOS, …) are excluded from every statistic and maximum, and their activations are stored as 0.
 Activations are clamped at 0: SAE latents are non-negative, "firing" means act > 0.
 
-What is kept per feature and split (train/test are separate; the split is decided upstream by
-document, so a document never feeds both explaining and scoring):
+What is kept per feature and split (train / validation / test are separate; the split is
+decided upstream by document, so a document never feeds more than one of explaining, choosing
+among explanations and scoring the chosen one):
 
-* **top** — the k windows with the largest max activation (ties: the earlier window wins).
+* **top** — the k windows with the largest max activation (ties: the smaller window identity).
 * **quantile** — windows sampled uniformly within each of ``n_bins`` equal-width bins of
   (0, feature max], excluding the split's top windows. Scheme (the max is only known at the
-  end): every (window, feature) pair draws one random priority key; a uniform sample of size q
-  from a set is the q smallest keys. Windows first meet the top-k store; whatever is not (or no
+  end): every (window, feature) pair has one priority key, a pure function of (seed, feature,
+  document, window start) (:mod:`autolabel.collect.keys`); a uniform sample of size q from a
+  set is the q smallest keys. Windows first meet the top-k store; whatever is not (or no
   longer) a top window flows on to *fine* reservoirs: ``_FINE_PER_BIN × n_bins`` equal-width
   bins of (0, 2^e], where 2^e is the smallest power of two above the feature's running max,
   each keeping the m smallest keys (m = the largest per-bin quota). When the max passes 2^e,
@@ -26,8 +28,20 @@ document, so a document never feeds both explaining and scoring):
   value and the smallest keys per final bin win. This is exact for final bins made of whole
   fine bins; a fine bin that straddles a final edge (at most one per edge, since a final bin
   spans >= 2 fine bins) may lend fewer windows to one side than an exact sample would.
-* **random** — windows of *test* documents where the feature never fires (max == 0), a uniform
-  reservoir (smallest keys); scorers use them as negatives.
+* **random** — windows of *validation* and of *test* documents (``RANDOM_SPLITS``, one
+  reservoir each) where the feature never fires (max == 0), a uniform sample (smallest keys);
+  scorers use them as negatives.
+
+Determinism and merging. Every store keeps the items that are smallest by (score, window
+identity), a total order on pure functions of the window, so the state after a set of windows
+does not depend on their order, their batching, the features collected beside a feature, or
+which shard saw them. Hence ``merge``: folding shard B's state into shard A's (B's top items
+offered to A's top store, whatever loses flowing on to the reservoirs exactly as evicted top
+windows do, B's reservoirs absorbed after re-binning on the merged scale) gives exactly the
+state one process would have reached over A's and B's windows together: the union's top-k
+contains each part's top-k losers only if they lose, and the q smallest keys of a union are
+among the q smallest keys of its parts. Sums are kept in exact fixed point (integer units of
+2**-32 per value) so that they, too, do not depend on the order of additions.
 
 Statistics per feature: tokens seen, firing tokens, density, max, mean over all tokens, mean
 over firing tokens, and a histogram of firing-token activations on fixed log-spaced edges
@@ -43,9 +57,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from autolabel.collect.slots import Items, Slots, cat_items, numpy_slots, ranked
+from autolabel.collect.keys import priority_keys, window_ids
+from autolabel.collect.slots import Items, Slots, beats, cat_items, numpy_slots, ranked
 from autolabel.collect.types import (
     HISTOGRAM_EDGES,
+    RANDOM_SPLITS,
     SPLITS,
     CollectSettings,
     FeatureResult,
@@ -58,6 +74,7 @@ _FINE_PER_BIN = 4
 _NO_SCALE = -(10**6)  # exponent of a feature that has not fired yet
 _HIST_INNER = torch.tensor(HISTOGRAM_EDGES[1:-1], dtype=torch.float32)
 _GC_MIN = 4096
+_FRACTION_BITS = 32  # exact sums: activations in integer units of 2**-32
 
 
 def bin_quotas(total: int, n_bins: int) -> list[int]:
@@ -66,9 +83,12 @@ def bin_quotas(total: int, n_bins: int) -> list[int]:
     return [base + (1 if b >= n_bins - extra else 0) for b in range(n_bins)]
 
 
-def draw_keys(generator: torch.Generator, n_windows: int, n_features: int) -> Tensor:
-    """One uniform priority key per (window, feature); the q smallest form a uniform sample."""
-    return torch.rand((n_windows, n_features), generator=generator, dtype=torch.float64)
+def fixed_point(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Whole and fractional parts (units of 2**-32) of non-negative values, as int64: adding
+    these is exact and associative, unlike adding floats."""
+    v = values.double().clamp(0, 2.0**62)
+    whole = torch.floor(v)
+    return whole.long(), torch.round((v - whole) * 2.0**_FRACTION_BITS).long()
 
 
 class _Batch:
@@ -112,7 +132,7 @@ class ExampleCollector:
         self.settings = settings
         self.width = int(window)
         self._ignore = torch.tensor(sorted({int(t) for t in ignore_token_ids}), dtype=torch.int64)
-        self._gen = torch.Generator().manual_seed(settings.seed)
+        self._feature_ids = torch.tensor(self.features, dtype=torch.int64)
         self._init_state(len(self.features))
 
     def _init_state(self, n: int) -> None:
@@ -123,11 +143,11 @@ class ExampleCollector:
             sp: Slots(n * self._n_fine, max(bin_quotas(s.quantile(sp), s.n_bins)), self.width)
             for sp in SPLITS
         }
-        self._rand = Slots(n, s.random, None)
+        self._rand = {sp: Slots(n, s.random, None) for sp in RANDOM_SPLITS}
         self._exp = torch.full((n,), _NO_SCALE, dtype=torch.int64)
         self._n_tokens = 0
         self._n_firing = torch.zeros(n, dtype=torch.int64)
-        self._sum = torch.zeros(n, dtype=torch.float64)
+        self._sum = torch.zeros((2, n), dtype=torch.int64)  # whole, fraction (2**-32 units)
         self._max = torch.zeros(n, dtype=torch.float32)
         self._hist = torch.zeros((n, len(HISTOGRAM_EDGES) - 1), dtype=torch.int64)
         self._bank: dict[int, tuple[str, str, int, np.ndarray]] = {}
@@ -136,9 +156,11 @@ class ExampleCollector:
 
     def state_tensors(self) -> list[Tensor]:
         """Every per-feature state tensor (their sizes never depend on the corpus length)."""
-        stores = [*self._top.values(), *self._res.values(), self._rand]
         stats = [self._exp, self._n_firing, self._sum, self._max, self._hist]
-        return [t for s in stores for t in s.tensors()] + stats
+        return [t for s in self._stores() for t in s.tensors()] + stats
+
+    def _stores(self) -> list[Slots]:
+        return [*self._top.values(), *self._res.values(), *self._rand.values()]
 
     @property
     def n_banked_windows(self) -> int:
@@ -162,13 +184,14 @@ class ExampleCollector:
         self._widen(int(batch.lengths.max()) if len(batch.lengths) else 0)
         self._add_stats(batch)
         wrefs = self._register(ids, mask, document_ids, splits, starts)
-        keys = draw_keys(self._gen, *batch.wmax.shape)
-        is_test = torch.tensor([s == "test" for s in splits], dtype=torch.bool)
-        self._grow_scale(batch.wmax)
+        wids = window_ids(document_ids, starts)
+        keys = priority_keys(self.settings.seed, self._feature_ids, wids)
+        self._grow_scale(batch.wmax.amax(0) if batch.wmax.shape[0] else None)
         for split in SPLITS:
-            in_split = is_test if split == "test" else ~is_test
-            self._offer_split(split, batch, in_split, keys, wrefs)
-        self._offer_random(batch, is_test, keys, wrefs)
+            in_split = torch.tensor([s == split for s in splits], dtype=torch.bool)
+            self._offer_split(split, batch, in_split, keys, (wids, wrefs))
+            if split in self._rand:
+                self._offer_random(split, batch, in_split, keys, (wids, wrefs))
         self._collect_garbage()
 
     def _check_batch(
@@ -191,12 +214,12 @@ class ExampleCollector:
             raise CollectionError("document_ids, splits and starts need one entry per batch row")
         bad = sorted(set(splits) - set(SPLITS))
         if bad:
-            raise CollectionError(f"unknown split(s) {bad}; windows must be 'train' or 'test'")
+            raise CollectionError(f"unknown split(s) {bad}; windows must be one of {SPLITS}")
 
     def _widen(self, length: int) -> None:
         if length > self.width:
             self.width = length
-            for store in [*self._top.values(), *self._res.values()]:
+            for store in self._stores():
                 store.widen(length)
 
     def _add_stats(self, batch: _Batch) -> None:
@@ -208,9 +231,19 @@ class ExampleCollector:
         nz = batch.acts.nonzero()
         values = batch.acts[nz[:, 0], nz[:, 1], nz[:, 2]]
         self._n_firing += torch.bincount(nz[:, 2], minlength=len(self._n_firing))
-        self._sum.index_add_(0, nz[:, 2], values.double())
+        self._add_sum(nz[:, 2], values)
         cells = nz[:, 2] * self._hist.shape[1] + torch.bucketize(values, _HIST_INNER, right=True)
         self._hist.view(-1).index_add_(0, cells, torch.ones_like(cells))
+
+    def _add_sum(self, features: Tensor, values: Tensor) -> None:
+        """Exact fixed-point sums; the fraction carries into the whole part after each add."""
+        for row, part in enumerate(fixed_point(values)):
+            self._sum[row].index_add_(0, features, part)
+        self._sum[0] += self._sum[1] >> _FRACTION_BITS
+        self._sum[1] &= (1 << _FRACTION_BITS) - 1
+
+    def _total(self, i: int) -> float:
+        return float(self._sum[0, i]) + float(self._sum[1, i]) * 2.0**-_FRACTION_BITS
 
     def _register(
         self,
@@ -234,9 +267,10 @@ class ExampleCollector:
         self._next_wref += ids.shape[0]
         return torch.arange(first, self._next_wref, dtype=torch.int64)
 
-    def _items(self, batch: _Batch, b: Tensor, f: Tensor, keys: Tensor, wrefs: Tensor) -> Items:
+    def _items(self, batch: _Batch, b: Tensor, f: Tensor, keys: Tensor,
+               refs: tuple[Tensor, Tensor]) -> Items:
         acts = batch.window_acts(b, f, self.width)
-        return Items(f, batch.wmax[b, f], keys[b, f], wrefs[b], acts)
+        return Items(f, batch.wmax[b, f], keys[b, f], refs[0][b], refs[1][b], acts)
 
     def _fine_bins(self, values: Tensor, features: Tensor) -> Tensor:
         """Fine bin of each value on its feature's (0, 2^e] grid: ceil(v·n / 2^e) - 1."""
@@ -244,11 +278,10 @@ class ExampleCollector:
         scaled = values.double() * self._n_fine * torch.pow(2.0, exponent)
         return (torch.ceil(scaled).long() - 1).clamp(0, self._n_fine - 1)
 
-    def _grow_scale(self, wmax: Tensor) -> None:
+    def _grow_scale(self, peak: Tensor | None) -> None:
         """Raise 2^e above each feature's new max, merging its fine reservoirs to match."""
-        if not wmax.shape[0]:
+        if peak is None:
             return
-        peak = wmax.amax(0)
         need = torch.frexp(peak).exponent.long()
         grown = ((peak > 0) & (need > self._exp)).nonzero().flatten()
         if not len(grown):
@@ -262,58 +295,99 @@ class ExampleCollector:
     def _res_rows(self, items: Items) -> Tensor:
         return items.feature * self._n_fine + self._fine_bins(items.value, items.feature)
 
-    def _offer_split(
-        self, split: str, batch: _Batch, in_split: Tensor, keys: Tensor, wrefs: Tensor
-    ) -> None:
+    def _offer_split(self, split: str, batch: _Batch, in_split: Tensor, keys: Tensor,
+                     refs: tuple[Tensor, Tensor]) -> None:
         """Top-k first; what is not (or no longer) top flows on to the fine reservoirs."""
         firing = (batch.wmax > 0) & in_split[:, None]
         top, res = self._top[split], self._res[split]
-        admit = firing & (-batch.wmax.double() < top.worst()[None, :])
+        w_score, w_wid = top.worst()
+        admit = firing & beats(-batch.wmax.double(), refs[0][:, None], w_score, w_wid)
         b, f = admit.nonzero(as_tuple=True)
-        items = self._items(batch, b, f, keys, wrefs)
+        items = self._items(batch, b, f, keys, refs)
         dropped = top.offer(f, -items.value.double(), items)
         b, f = (firing & ~admit).nonzero(as_tuple=True)
         rows = f * self._n_fine + self._fine_bins(batch.wmax[b, f], f)
-        direct = keys[b, f] < res.worst()[rows]  # reject before copying any activations
+        direct = res.admits(rows, keys[b, f], refs[0][b])  # reject before copying activations
         b, f = b[direct], f[direct]
-        flow = cat_items([dropped, self._items(batch, b, f, keys, wrefs)])
+        flow = cat_items([dropped, self._items(batch, b, f, keys, refs)])
         res.absorb(self._res_rows(flow), flow.key, flow)
 
-    def _offer_random(self, batch: _Batch, is_test: Tensor, keys: Tensor, wrefs: Tensor) -> None:
-        """Uniform reservoir of test windows where the feature is silent (negatives)."""
-        has_tokens = batch.valid.any(1) & is_test
-        quiet = (batch.wmax <= 0) & has_tokens[:, None] & (keys < self._rand.worst()[None, :])
+    def _offer_random(self, split: str, batch: _Batch, in_split: Tensor, keys: Tensor,
+                      refs: tuple[Tensor, Tensor]) -> None:
+        """Uniform reservoir of the split's windows where the feature is silent (negatives)."""
+        store = self._rand[split]
+        has_tokens = batch.valid.any(1) & in_split
+        w_score, w_wid = store.worst()
+        quiet = (batch.wmax <= 0) & has_tokens[:, None] & beats(keys, refs[0][:, None],
+                                                                w_score, w_wid)
         b, f = quiet.nonzero(as_tuple=True)
-        items = Items(f, batch.wmax[b, f], keys[b, f], wrefs[b], None)
-        self._rand.absorb(f, items.key, items)
+        items = Items(f, batch.wmax[b, f], keys[b, f], refs[0][b], refs[1][b], None)
+        store.absorb(f, items.key, items)
 
-    def _collect_garbage(self) -> None:
+    def _collect_garbage(self, force: bool = False) -> None:
         """Drop banked windows no slot refers to, so the bank stays O(slots)."""
-        if len(self._bank) <= self._gc_at:
+        if len(self._bank) <= self._gc_at and not force:
             return
-        stores = [*self._top.values(), *self._res.values(), self._rand]
-        live = set(torch.cat([s.wref.flatten() for s in stores]).unique().tolist())
+        live = set(torch.cat([s.wref.flatten() for s in self._stores()]).unique().tolist())
         self._bank = {w: v for w, v in self._bank.items() if w in live}
         self._gc_at = max(_GC_MIN, 2 * len(self._bank))
+
+    @torch.no_grad()
+    def merge(self, other: ExampleCollector) -> None:
+        """Fold another collector's state in; ``other`` is consumed.
+
+        The result equals one collector fed both sets of windows (module docstring), so shards
+        of a corpus can be collected apart and merged in any order.
+        """
+        if other.features != self.features or other.settings.sampling() != self.settings.sampling():
+            raise CollectionError("only collectors of the same features and sampling settings "
+                                  "can merge; collect every shard with one configuration")
+        self._widen(other.width)
+        other._widen(self.width)
+        offset = self._next_wref
+        self._bank.update({ref + offset: window for ref, window in other._bank.items()})
+        self._next_wref += other._next_wref
+        self._merge_stats(other)
+        self._grow_scale(other._max)
+        for split in SPLITS:
+            top = _shifted(other._top[split].take_all(), offset)
+            dropped = self._top[split].offer(top.feature, -top.value.double(), top)
+            flow = cat_items([dropped, _shifted(other._res[split].take_all(), offset)])
+            self._res[split].absorb(self._res_rows(flow), flow.key, flow)
+        for split in RANDOM_SPLITS:
+            quiet = _shifted(other._rand[split].take_all(), offset)
+            self._rand[split].absorb(quiet.feature, quiet.key, quiet)
+        self._collect_garbage(force=True)
+
+    def _merge_stats(self, other: ExampleCollector) -> None:
+        """Counts, exact sums, maxima and histograms add up (or take the max)."""
+        self._n_tokens += other._n_tokens
+        self._n_firing += other._n_firing
+        self._sum += other._sum
+        self._sum[0] += self._sum[1] >> _FRACTION_BITS
+        self._sum[1] &= (1 << _FRACTION_BITS) - 1
+        self._max = torch.maximum(self._max, other._max)
+        self._hist += other._hist
 
     def results(self) -> list[FeatureResult]:
         """One FeatureResult per requested feature, in the order they were given."""
         tops = {sp: numpy_slots(self._top[sp]) for sp in SPLITS}
         res = {sp: numpy_slots(self._res[sp]) for sp in SPLITS}
-        rand = numpy_slots(self._rand)
+        rand = {sp: numpy_slots(self._rand[sp]) for sp in RANDOM_SPLITS}
         out = []
         for i, feature in enumerate(self.features):
             result = self._stats(i, feature)
             for sp in SPLITS:
                 result.examples += self._top_examples(tops[sp], i, feature, sp)
                 result.examples += self._quantile_examples(res[sp], i, feature, sp)
-            result.examples += self._random_examples(rand, i, feature)
+                if sp in rand:
+                    result.examples += self._random_examples(rand[sp], i, feature, sp)
             out.append(result)
         return out
 
     def _stats(self, i: int, feature: int) -> FeatureResult:
         n_firing = int(self._n_firing[i])
-        total = float(self._sum[i])
+        total = self._total(i)
         return FeatureResult(
             feature=feature,
             n_tokens=self._n_tokens,
@@ -352,9 +426,10 @@ class ExampleCollector:
             self._example(slots, i, int(c), (feature, split, "top", r)) for r, c in enumerate(cols)
         ]
 
-    def _random_examples(self, slots: dict[str, np.ndarray], i: int, feature: int) -> list[Example]:
+    def _random_examples(self, slots: dict[str, np.ndarray], i: int, feature: int,
+                         split: str) -> list[Example]:
         cols = ranked(slots, i)
-        meta = (feature, "test", "random")
+        meta = (feature, split, "random")
         return [self._example(slots, i, int(c), (*meta, r)) for r, c in enumerate(cols)]
 
     def _quantile_examples(
@@ -368,7 +443,7 @@ class ExampleCollector:
             return []
         values = slots["value"][rows[r], c].astype(np.float64)
         final = np.clip(np.ceil(values * n_bins / float(self._max[i])) - 1, 0, n_bins - 1)
-        order = np.lexsort((slots["key"][rows[r], c], final))
+        order = np.lexsort((slots["wid"][rows[r], c], slots["key"][rows[r], c], final))
         quotas = bin_quotas(self.settings.quantile(split), n_bins)
         taken = [0] * n_bins
         out: list[Example] = []
@@ -382,3 +457,9 @@ class ExampleCollector:
                 ex.bin = b
                 out.append(ex)
         return out
+
+
+def _shifted(items: Items, offset: int) -> Items:
+    """The same items with their bank references moved past another collector's."""
+    return Items(items.feature, items.value, items.key, items.wid, items.wref + offset,
+                 items.acts)

@@ -3,6 +3,11 @@
 A store is rows of ``m`` slots that keep the items with the smallest scores; the collector keeps
 one row per feature (top-k, random) or per fine bin (quantile reservoirs). Items move between
 stores as flat bags (``Items``), so every update is a handful of vectorised torch ops.
+
+Order: a row keeps the m items that are smallest by (score, window identity). The identity
+(``wid``, see :mod:`autolabel.collect.keys`) is a pure function of the window, so which items a
+row keeps depends only on the set of items offered to it, never on the order they came in:
+that is what makes partial states from shards merge exactly.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-_PAD_WREF = 2**62  # table padding sorts after every real window reference
+_PAD_WID = 2**62  # table padding sorts after every real window identity (< 2**62)
+_FIELDS = ("score", "value", "key", "feature", "wid", "wref")
 
 
 @dataclass
@@ -25,13 +31,15 @@ class Items:
     feature: Tensor  # int64 [C]
     value: Tensor  # float32 [C], the window's max activation
     key: Tensor  # float64 [C], priority key
+    wid: Tensor  # int64 [C], global window identity (ties break on it)
     wref: Tensor  # int64 [C], window reference into the collector's bank
     acts: Tensor | None  # float32 [C, W], compacted per-token activations
 
     def select(self, mask: Tensor) -> Items:
         """The items where ``mask`` is true (a boolean mask or an index tensor)."""
         acts = None if self.acts is None else self.acts[mask]
-        return Items(self.feature[mask], self.value[mask], self.key[mask], self.wref[mask], acts)
+        return Items(self.feature[mask], self.value[mask], self.key[mask], self.wid[mask],
+                     self.wref[mask], acts)
 
     def __len__(self) -> int:
         return int(self.feature.shape[0])
@@ -44,6 +52,7 @@ def cat_items(parts: Sequence[Items]) -> Items:
         torch.cat([p.feature for p in parts]),
         torch.cat([p.value for p in parts]),
         torch.cat([p.key for p in parts]),
+        torch.cat([p.wid for p in parts]),
         torch.cat([p.wref for p in parts]),
         acts,
     )
@@ -62,18 +71,33 @@ class Slots:
         self.value = torch.zeros((rows, m), dtype=torch.float32)
         self.key = torch.full((rows, m), math.inf, dtype=torch.float64)
         self.feature = torch.full((rows, m), -1, dtype=torch.int64)
+        self.wid = torch.full((rows, m), -1, dtype=torch.int64)
         self.wref = torch.full((rows, m), -1, dtype=torch.int64)
         self.acts = None if width is None else torch.zeros((rows, m, width), dtype=torch.float32)
 
+    def fields(self) -> list[Tensor]:
+        """The per-slot fields in ``_FIELDS`` order (activations apart)."""
+        return [self.score, self.value, self.key, self.feature, self.wid, self.wref]
+
     def tensors(self) -> list[Tensor]:
-        base = [self.score, self.value, self.key, self.feature, self.wref]
+        base = self.fields()
         return base if self.acts is None else [*base, self.acts]
 
-    def worst(self) -> Tensor:
-        """Score a candidate must beat (strictly) to enter each row (inf while a slot is free)."""
+    def worst(self) -> tuple[Tensor, Tensor]:
+        """Per row, the (score, wid) of the slot a candidate must beat to enter: the largest by
+        (score, wid); (inf, -1) while a slot is free, (-inf, -1) for rows of no slots."""
+        rows = self.score.shape[0]
         if self.m == 0:
-            return torch.full((self.score.shape[0],), -math.inf, dtype=torch.float64)
-        return self.score.amax(1)
+            return (torch.full((rows,), -math.inf, dtype=torch.float64),
+                    torch.full((rows,), -1, dtype=torch.int64))
+        score = self.score.amax(1)
+        at_worst = self.score == score[:, None]
+        return score, torch.where(at_worst, self.wid, -1).amax(1)
+
+    def admits(self, rows: Tensor, score: Tensor, wid: Tensor) -> Tensor:
+        """Which candidates beat their row's worst slot by (score, wid)."""
+        w_score, w_wid = self.worst()
+        return beats(score, wid, w_score[rows], w_wid[rows])
 
     def widen(self, width: int) -> None:
         if self.acts is not None and self.acts.shape[2] < width:
@@ -94,17 +118,17 @@ class Slots:
         self, rows: Tensor, score: Tensor, items: Items, want_losers: bool
     ) -> Items | None:
         """Rows are unordered: winners overwrite only the slots they free, so a merge never
-        moves the activations of items that stay. Ties go to the earlier window (lower wref)."""
-        admit = score < self.worst()[rows]
+        moves the activations of items that stay. Ties go to the smaller window identity."""
+        admit = self.admits(rows, score, items.wid)
         losers = items.select(~admit) if want_losers else None
         if not bool(admit.any()):
             return losers
         rows, score, items = rows[admit], score[admit], items.select(admit)
         order = torch.sort(rows, stable=True).indices
         rows, score, items = rows[order], score[order], items.select(order)
-        urows, counts = torch.unique_consecutive(rows, return_counts=True)
+        urows, group, counts = torch.unique_consecutive(rows, return_inverse=True,
+                                                        return_counts=True)
         first = torch.cumsum(counts, 0) - counts  # each row's first candidate
-        group = torch.repeat_interleave(torch.arange(len(urows)), counts)
         col = self.m + torch.arange(len(rows)) - first[group]
         tables = self._tables(urows, int(counts.max()), group, col, score, items)
         kept = self._kept(tables)
@@ -113,17 +137,17 @@ class Slots:
         if losers is not None:
             lost = self._losers(tables, kept, urows, first, items)
             losers = cat_items([losers, lost])
-        for dst, table in zip(self.tensors()[:5], tables, strict=True):
+        for dst, table in zip(self.fields(), tables, strict=True):
             dst[urows[freed_u], freed_j] = table[new_u, self.m + new_c]
         if self.acts is not None and items.acts is not None:
             self.acts[urows[freed_u], freed_j] = items.acts[first[new_u] + new_c]
         return losers
 
     def _kept(self, tables: list[Tensor]) -> Tensor:
-        """[U, m + K] mask of the m best entries per row by (score, wref)."""
-        by_wref = torch.sort(tables[4], dim=1, stable=True).indices
-        by_score = torch.sort(tables[0].gather(1, by_wref), dim=1, stable=True).indices
-        best = by_wref.gather(1, by_score[:, : self.m])
+        """[U, m + K] mask of the m best entries per row by (score, wid)."""
+        by_wid = torch.sort(tables[4], dim=1, stable=True).indices
+        by_score = torch.sort(tables[0].gather(1, by_wid), dim=1, stable=True).indices
+        best = by_wid.gather(1, by_score[:, : self.m])
         return torch.zeros_like(tables[0], dtype=torch.bool).scatter_(1, best, True)
 
     def _tables(
@@ -132,12 +156,11 @@ class Slots:
         """[U, m + width] tables of the rows' current slots followed by their candidates.
 
         Only the small per-slot fields are tabled; per-token activations move by index. Padding
-        sorts after everything (score inf, wref huge), and free slots (wref -1) before it."""
-        own = [self.score, self.value, self.key, self.feature, self.wref]
-        new = [score, items.value, items.key, items.feature, items.wref]
+        sorts after everything (score inf, wid huge), and free slots (wid -1) before it."""
+        new = [score, items.value, items.key, items.feature, items.wid, items.wref]
         out = []
-        for cur, cand in zip(own, new, strict=True):
-            pad_value = math.inf if cur.dtype == torch.float64 else _PAD_WREF
+        for cur, cand in zip(self.fields(), new, strict=True):
+            pad_value = math.inf if cur.dtype == torch.float64 else _PAD_WID
             extra = torch.full((len(urows), width), pad_value, dtype=cur.dtype)
             extra[group, col - self.m] = cand.to(cur.dtype)
             out.append(torch.cat([cur[urows], extra], dim=1))
@@ -155,32 +178,43 @@ class Slots:
             acts[old] = self.acts[urows[u[old]], j[old]]
             acts[~old] = items.acts[first[u[~old]] + j[~old] - self.m]
         fields = [t[u, j] for t in tables]
-        return Items(fields[3], fields[1], fields[2], fields[4], acts)
+        return Items(fields[3], fields[1], fields[2], fields[4], fields[5], acts)
 
     def take_rows(self, rows: Tensor) -> Items:
-        """Remove and return the items of ``rows`` (used when fine bins are merged)."""
+        """Remove and return the items of ``rows`` (fine bins merging, states merging)."""
         real = torch.isfinite(self.score[rows])
         acts = None if self.acts is None else self.acts[rows][real]
         out = Items(
             self.feature[rows][real],
             self.value[rows][real],
             self.key[rows][real],
+            self.wid[rows][real],
             self.wref[rows][real],
             acts,
         )
         self.score[rows] = math.inf
         self.key[rows] = math.inf
+        self.wid[rows] = -1
         self.wref[rows] = -1
         return out
 
+    def take_all(self) -> Items:
+        """Remove and return every item (a partial state being merged into another)."""
+        return self.take_rows(torch.arange(self.score.shape[0]))
+
+
+def beats(score: Tensor, wid: Tensor, worst_score: Tensor, worst_wid: Tensor) -> Tensor:
+    """(score, wid) < (worst_score, worst_wid) lexicographically, elementwise (broadcasts)."""
+    return (score < worst_score) | ((score == worst_score) & (wid < worst_wid))
+
 
 def ranked(slots: dict[str, np.ndarray], row: int) -> np.ndarray:
-    """Occupied slots of a row, best first: by score, ties to the earlier window."""
-    cols = np.lexsort((slots["wref"][row], slots["score"][row]))
+    """Occupied slots of a row, best first: by score, ties to the smaller window identity."""
+    cols = np.lexsort((slots["wid"][row], slots["score"][row]))
     return cols[np.isfinite(slots["score"][row][cols])]
 
 
 def numpy_slots(store: Slots) -> dict[str, np.ndarray]:
     """A store's tensors as numpy arrays by name, read once when results are built."""
-    names = ["score", "value", "key", "feature", "wref", "acts"]
+    names = [*_FIELDS, "acts"]
     return {n: t.numpy() for n, t in zip(names, store.tensors(), strict=False)}

@@ -86,6 +86,22 @@ def collect(
     progress: Callable[[int], None] | None = None,
 ) -> list[FeatureResult]:
     """One streaming pass: model to layer L, SAE encode, fold every batch into a collector."""
+    collector = collect_state(subject, sae, batches, features, settings, progress)
+    if collector is None:
+        raise CollectionError("the corpus yielded no token windows; check the corpus spec")
+    return collector.results()
+
+
+def collect_state(
+    subject: SubjectLike,
+    sae: SAELike,
+    batches: Iterable[WindowBatchLike],
+    features: Sequence[int],
+    settings: CollectSettings = CollectSettings(),  # noqa: B008 - frozen, safe default
+    progress: Callable[[int], None] | None = None,
+) -> ExampleCollector | None:
+    """``collect`` without the final step: the collector itself (a shard's partial state, to
+    be merged with the others'), or None when there were no batches at all."""
     check_features(features, _d_sae(sae))
     special = sorted({int(t) for t in subject.special_token_ids})
     ignore, columns = torch.tensor(special, dtype=torch.int64), torch.tensor(list(features))
@@ -107,6 +123,4 @@ def collect(
             )
             if progress is not None:
                 progress(int(batch.attention_mask.sum()))
-    if collector is None:
-        raise CollectionError("the corpus yielded no token windows; check the corpus spec")
-    return collector.results()
+    return collector

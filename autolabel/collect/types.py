@@ -1,7 +1,7 @@
 """What a collection pass takes and returns: settings, per-feature results, feature checks.
 
-Kept apart from the stores and the driver so that callers (the pipeline, workers that will
-merge partial states) can name these types without pulling in the collector's machinery.
+Kept apart from the stores and the driver so that callers (the pipeline, executors that merge
+partial states from shards) can name these types without pulling in the collector's machinery.
 """
 
 from __future__ import annotations
@@ -13,17 +13,26 @@ from dataclasses import dataclass, field
 from autolabel.errors import InputError
 from autolabel.examples import Example
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+# Splits whose silent windows are kept as random negatives: scorers use validation negatives to
+# choose among candidate explanations and test negatives to report the chosen one's score.
+RANDOM_SPLITS = ("validation", "test")
 # Fixed log-spaced edges of the firing-activation histogram: 1e-3 … 1e5, 4 bins per decade.
 HISTOGRAM_EDGES: list[float] = [10.0 ** (-3 + i / 4) for i in range(33)]
 
 
 @dataclass(frozen=True)
 class CollectSettings:
-    """How many examples of each kind to keep per feature; ``batch_size`` is for batching."""
+    """How many examples of each kind to keep per feature and split.
+
+    ``random`` is per split in ``RANDOM_SPLITS``. ``batch_size`` only says how windows are
+    grouped for the model: results never depend on it.
+    """
 
     train_top: int = 20
     train_quantile: int = 10
+    validation_top: int = 10
+    validation_quantile: int = 10
     test_top: int = 10
     test_quantile: int = 10
     random: int = 20
@@ -32,17 +41,24 @@ class CollectSettings:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        counts = (self.train_top, self.train_quantile, self.test_top, self.test_quantile)
+        counts = [self.top(s) for s in SPLITS] + [self.quantile(s) for s in SPLITS]
         if min(*counts, self.random) < 0:
             raise InputError("example counts must be >= 0; fix the collect settings")
         if self.n_bins < 1 or self.batch_size < 1:
             raise InputError("n_bins and batch_size must be >= 1; fix the collect settings")
 
     def top(self, split: str) -> int:
-        return self.train_top if split == "train" else self.test_top
+        """Top examples kept for ``split``."""
+        return int(getattr(self, f"{split}_top"))
 
     def quantile(self, split: str) -> int:
-        return self.train_quantile if split == "train" else self.test_quantile
+        """Quantile examples kept for ``split``."""
+        return int(getattr(self, f"{split}_quantile"))
+
+    def sampling(self) -> tuple[int, ...]:
+        """Everything that decides which examples are kept (``batch_size`` does not)."""
+        counts = [(self.top(s), self.quantile(s)) for s in SPLITS]
+        return (*[n for pair in counts for n in pair], self.random, self.n_bins, self.seed)
 
 
 @dataclass

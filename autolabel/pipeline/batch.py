@@ -15,11 +15,11 @@ from typing import Any
 
 import platformdirs
 
-from autolabel.audit import run_audit
+from autolabel.audit import database_label, run_audit
 from autolabel.config import Config
 from autolabel.db import Database
-from autolabel.embed import embed_missing
 from autolabel.errors import AutolabelError, BudgetExceeded
+from autolabel.executors import Executor, using_executor
 from autolabel.loading import Progress, RunContext, _noop
 from autolabel.logs import logged_progress, stage_logger
 from autolabel.pipeline.collect import collect_stage
@@ -36,6 +36,7 @@ from autolabel.runs import (
     stage_headline,
     start_run,
 )
+from autolabel.search import index_explanations
 from autolabel.store import find_sae, select_features
 
 ProgressFactory = Callable[[str], Any]  # stage name -> progress callback
@@ -50,18 +51,20 @@ def run_batch(config: Config, database: Database, *, wait: bool = False,
         run_id = start_run(database, "run", config, list(argv or []), lock_held=True)
         with closing_run(database, run_id):
             ctx = RunContext(config, database, run_id=run_id, use_cache=use_cache)
-            summary = run_stages(ctx, progress_factory)
+            with using_executor(ctx) as executor:  # run.executor: local | ray, one per run
+                summary = run_stages(ctx, progress_factory, executor)
             finish_run(database, summary)
     return summary
 
 
-def run_stages(ctx: RunContext, progress_factory: ProgressFactory | None) -> RunSummary:
-    """Run stages until done, out of budget, or failed."""
+def run_stages(ctx: RunContext, progress_factory: ProgressFactory | None,
+               executor: Executor | None = None) -> RunSummary:
+    """Run stages until done, out of budget, or failed (heavy work on ``executor``)."""
     config = ctx.config
     start = time.monotonic()
     deadline = start + config.run.deadline if config.run.deadline else None
     results: list[StageResult] = []
-    state: dict[str, Any] = {"report": None, "sae": None}
+    state: dict[str, Any] = {"report": None, "sae": None, "executor": executor}
     status, error = "ok", None
     beat = Heartbeat(ctx.database, ctx.run_id) if ctx.run_id is not None else None
     for stage in config.run.stages:
@@ -102,7 +105,7 @@ def _progress(stage: str, factory: ProgressFactory | None, deadline: float | Non
 
 def _collect(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
     done = collect_stage(ctx.config, ctx.database, progress=progress, sae_progress=progress,
-                         ctx=ctx)
+                         ctx=ctx, executor=state.get("executor"))
     state["sae"] = done.sae
     return done.__dict__
 
@@ -120,29 +123,34 @@ def _score(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[s
 
 def _embed(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Index new explanations for semantic search (the embedding model loads only if some
-    explanation lacks a vector)."""
-    count = embed_missing(ctx.database, ctx.embedder, progress=progress)
+    explanation lacks a vector), and bring the saved vector index up to date."""
+    count, _ = index_explanations(ctx.database, ctx.embedder, progress=progress)
     return {"embedded": count, "model": ctx.embedder.name}
 
 
-def default_report_dir(config: Config, sae_name: str) -> Path:
-    """Where `autolabel run` writes its audit report unless ``audit.out_dir`` says otherwise."""
+def default_report_dir(config: Config, sae_name: str, database_url: str) -> Path:
+    """The parent folder of `autolabel run`'s audit reports (one ``<document id>`` folder per
+    audit inside it): ``audit.out_dir`` if set, else
+    ``<user data dir>/reports/<database name>-<database hash>/<sae>``, so two databases never
+    share a report folder."""
     if config.audit.out_dir:
         return Path(config.audit.out_dir)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sae_name)
-    return Path(platformdirs.user_data_dir("autolabel", appauthor=False)) / "reports" / safe
+    return (Path(platformdirs.user_data_dir("autolabel", appauthor=False)) / "reports"
+            / database_label(database_url) / safe)
 
 
 def _audit(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """Bias audit of the collected features, with its report."""
+    """Bias audit of the collected features, with its report in its own folder."""
     config, database = ctx.config, ctx.database
     with database.session() as session:
         sae = find_sae(session, state.get("sae"))
         indices = [f.index for f in select_features(session, sae.id, config.collect.features,
                                                     sae.d_sae)]
         name = sae.name
-    result = run_audit(ctx, pairs=config.audit.pairs, out_dir=default_report_dir(config, name),
-                       features=indices, argv=sys.argv, progress=progress)
+    result = run_audit(ctx, pairs=config.audit.pairs,
+                       out_dir=default_report_dir(config, name, database.url),
+                       features=indices, argv=sys.argv, progress=progress, per_audit=True)
     state["report"] = str(result.html_path)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
 

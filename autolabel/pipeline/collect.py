@@ -2,22 +2,26 @@
 
 Whether a collection is already stored is decided from cheap identities first (the model's
 revision and the SAE's file hash, both read from disk), so a finished collection costs no model
-load at all.
+load at all. The pass itself runs on an executor (this process, or shards on a Ray cluster);
+results are the same either way and only this process writes them.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from autolabel.collect import CollectSettings, collect
+from autolabel.collect import SPLITS, CollectSettings
 from autolabel.config import Config
+from autolabel.corpus import SplitTally
 from autolabel.db import Collection, Database
 from autolabel.errors import SAEError
+from autolabel.executors import CollectOutcome, Executor, ModelIdentity, using_executor
 from autolabel.loading import (
     Progress,
     RunContext,
@@ -26,9 +30,9 @@ from autolabel.loading import (
     default_sae_path,
     known_collection_spec,
     known_sae,
-    token_batches,
     train_default_sae,
 )
+from autolabel.logs import stage_logger
 from autolabel.saes import TrainReport, load_sae
 from autolabel.selection import parse_feature_range
 from autolabel.store import (
@@ -42,6 +46,8 @@ from autolabel.store import (
 from autolabel.store.saes import find_sae_by_hash
 
 STORE_CHUNK = 256  # features per write transaction
+MIN_SPLIT_DOCUMENTS = 5  # fewer documents in a split than this earns a warning
+log = stage_logger()
 
 
 @dataclass
@@ -54,6 +60,7 @@ class CollectSummary:
     already_done: int
     tokens: int
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
@@ -79,28 +86,60 @@ def sae_train_stage(config: Config, database: Database, out_dir: Path | None,
 
 def collect_stage(config: Config, database: Database, *, force: bool = False,
                   progress: Progress = _noop, sae_progress: Progress = _noop,
-                  ctx: RunContext | None = None) -> CollectSummary:
-    """Collect examples and statistics for the configured features (skips ones already done)."""
+                  ctx: RunContext | None = None,
+                  executor: Executor | None = None) -> CollectSummary:
+    """Collect examples and statistics for the configured features (skips ones already done).
+
+    The pass runs on ``executor`` (default: the one ``run.executor`` names, closed at the end).
+    Nothing is written before the pass has succeeded: the SAE row is registered in the same
+    transaction as the first results, so a failed collection (say, an empty corpus) leaves no
+    ``saes`` row behind.
+    """
     start = time.perf_counter()
     ctx = ctx or RunContext(config, database, sae_progress=sae_progress)
     if not force:
         finished = _already_collected(config, database)
         if finished is not None:
             return finished
-    subject, sae = ctx.subject, ctx.sae
-    features = parse_feature_range(config.collect.features, sae.d_sae)
-    spec = collection_spec(config, subject.model_id, subject.revision, sae.content_hash)
+    with using_executor(ctx, executor) as runner:
+        ident = runner.identity()
+        features = parse_feature_range(config.collect.features, ident.sae.d_sae)
+        spec = collection_spec(config, ident.model_id, ident.revision, ident.sae.content_hash)
+        with database.session() as session:
+            done = set() if force else _done_features(session, spec)
+        todo = [f for f in features if f not in done]
+        if not todo:
+            return CollectSummary(_sae_name(database, ident.sae.content_hash),
+                                  _collection_id(database, spec), len(features), len(features),
+                                  0, 0.0)
+        outcome = runner.collect(todo, collect_settings(config),
+                                 _tokens_progress(progress, config.collect.tokens))
+    if outcome.tokens == 0:
+        raise SAEError(f"corpus {config.corpus.source!r} produced no tokens; check the source")
+    warnings = split_warnings(outcome.tally, config)
+    for line in warnings:
+        log.warning("collect: %s", line)
+    cid, name = _store(database, ident, spec, outcome, ctx.run_id)
+    return CollectSummary(name, cid, len(features), len(features) - len(todo), outcome.tokens,
+                          time.perf_counter() - start, warnings)
+
+
+def _tokens_progress(progress: Progress, total: int) -> Callable[[int], None]:
+    """Turn "n more tokens" into the stage's (done, total) progress calls."""
+    seen = [0]
+
+    def advance(n: int) -> None:
+        seen[0] += n
+        progress(min(seen[0], total), total)
+
+    return advance
+
+
+def _sae_name(database: Database, content_hash: str) -> str:
+    """The registered name of an SAE that already has stored results."""
     with database.session() as session:
-        sae_row = register_sae(session, sae, subject.layer, ctx.sae_metrics)
-        done = set() if force else _done_features(session, spec)
-        sae_row_id, name = sae_row.id, sae_row.name
-    todo = [f for f in features if f not in done]
-    if not todo:
-        return CollectSummary(name, _collection_id(database, spec), len(features),
-                              len(features), 0, 0.0)
-    cid, n_tokens = _collect_and_store(config, database, ctx, todo, spec, sae_row_id, progress)
-    return CollectSummary(name, cid, len(features), len(features) - len(todo), n_tokens,
-                          time.perf_counter() - start)
+        row = find_sae_by_hash(session, content_hash)
+        return row.name if row is not None else "?"
 
 
 def _already_collected(config: Config, database: Database) -> CollectSummary | None:
@@ -136,33 +175,50 @@ def collect_settings(config: Config) -> CollectSettings:
     """The collector's settings from the config."""
     k = config.collect
     return CollectSettings(
-        train_top=k.train_top, train_quantile=k.train_quantile, test_top=k.test_top,
-        test_quantile=k.test_quantile, random=k.random, n_bins=k.n_bins, seed=config.corpus.seed,
-        batch_size=k.batch_size,
+        train_top=k.train_top, train_quantile=k.train_quantile,
+        validation_top=k.validation_top, validation_quantile=k.validation_quantile,
+        test_top=k.test_top, test_quantile=k.test_quantile, random=k.random, n_bins=k.n_bins,
+        seed=config.corpus.seed, batch_size=k.batch_size,
     )
 
 
-def _collect_and_store(config: Config, database: Database, ctx: RunContext,
-                       features: list[int], spec: CollectionSpec, sae_id: int,
-                       progress: Progress) -> tuple[int, int]:
-    """Stream the corpus once for ``features`` and store results in chunked transactions."""
-    total = config.collect.tokens
-    seen = [0]
-
-    def advance(n: int) -> None:
-        seen[0] += n
-        progress(min(seen[0], total), total)
-
-    batches = token_batches(config, ctx.subject.tokenizer, total)
-    results = collect(ctx.subject, ctx.sae, batches, features, collect_settings(config),
-                      progress=advance)
-    if seen[0] == 0:
-        raise SAEError(f"corpus {config.corpus.source!r} produced no tokens; check the source")
+def _store(database: Database, ident: ModelIdentity, spec: CollectionSpec,
+           outcome: CollectOutcome, run_id: int | None) -> tuple[int, str]:
+    """Write the results: SAE row, collection row and the first chunk in one transaction, the
+    other chunks after it (a kill between chunks leaves a resumable collection)."""
+    results = outcome.results
     with database.session() as session:
-        collection_id = start_collection(session, sae_id, spec, run_id=ctx.run_id).id
-    for lo in range(0, len(results), STORE_CHUNK):
+        sae_row = register_sae(session, ident.sae, ident.layer, ident.sae_metrics)
+        sae_id, name = sae_row.id, sae_row.name
+        collection_id = start_collection(session, sae_id, spec, run_id=run_id).id
+        store_feature_results(session, sae_id, collection_id, results[:STORE_CHUNK])
+    for lo in range(STORE_CHUNK, len(results), STORE_CHUNK):
         with database.session() as session:
             store_feature_results(session, sae_id, collection_id, results[lo:lo + STORE_CHUNK])
     with database.session() as session:
-        finish_collection(session, collection_id, seen[0])
-    return collection_id, seen[0]
+        finish_collection(session, collection_id, outcome.tokens)
+    return collection_id, name
+
+
+def split_warnings(tally: SplitTally, config: Config) -> list[str]:
+    """A line per split that got no documents, or too few windows to fill its examples, naming
+    the knob that fixes it (issue 18.7: a small token budget put every document in test)."""
+    c, k = config.corpus, config.collect
+    fractions = {"test": c.test_fraction, "validation": c.validation_fraction,
+                 "train": 1.0 - c.test_fraction - c.validation_fraction}
+    knobs = {"train": "lower corpus.test_fraction / corpus.validation_fraction",
+             "validation": "raise corpus.validation_fraction",
+             "test": "raise corpus.test_fraction"}
+    read = sum(tally.documents.values())
+    out = []
+    for split in SPLITS:
+        docs, windows = tally.documents[split], tally.windows[split]
+        wanted = getattr(k, f"{split}_top") + getattr(k, f"{split}_quantile")
+        if docs and docs >= MIN_SPLIT_DOCUMENTS and windows >= wanted:
+            continue
+        what = ("no documents" if not docs else
+                f"only {docs} document(s), {windows} window(s) for {wanted} examples per feature")
+        out.append(f"the {split} split got {what} of the {read} read (expected share "
+                   f"{fractions[split]:.0%}); raise [collect] tokens (now {k.tokens:,}) to read "
+                   f"more documents, or {knobs[split]}")
+    return out

@@ -3,7 +3,9 @@
 The fake "subject" embeds token id i as a one-hot vector scaled by a known value, and the fake
 SAE is the identity with a ReLU, so latent i fires exactly on token i with that value. Values sit
 on a 0.25 grid, which is coarser than every fine quantile bin, so the streaming quantile sample
-must equal the exact priority sample (the same keys are replayed with ``draw_keys``).
+must equal the exact priority sample (the same keys are recomputed with ``priority_keys``, a
+pure function of seed, feature and window). Ties (common on the grid) break on the window
+identity, as in the collector.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from autolabel.collect import HISTOGRAM_EDGES, FeatureResult, bin_quotas, draw_keys
+from autolabel.collect import HISTOGRAM_EDGES, FeatureResult, bin_quotas, priority_keys, window_ids
 
 PAD, BOS, VOCAB, T = 0, 1, 16, 8
+SPLIT_OF = ("train", "validation", "test")  # document d goes to SPLIT_OF[d % 3]
 
 
 @dataclass(frozen=True)
@@ -59,14 +62,14 @@ class FakeSAE:
 
 
 def make_batches(n_docs: int = 120, seed: int = 0, batch: int = 4) -> list[Batch]:
-    """Documents split by parity; windows are BOS + up to 7 tokens, left-padded to T."""
+    """Documents split by d % 3; windows are BOS + up to 7 tokens, left-padded to T."""
     rng = np.random.default_rng(seed)
     windows = []
     for d in range(n_docs):
         tokens = rng.integers(2, VOCAB, size=int(rng.integers(3, 30))).tolist()
         for start in range(0, len(tokens), T - 1):
             chunk = (BOS, *tokens[start : start + T - 1])
-            windows.append(Window(f"doc{d}", "test" if d % 2 else "train", start, chunk))
+            windows.append(Window(f"doc{d}", SPLIT_OF[d % 3], start, chunk))
     return [_pad(windows[i : i + batch]) for i in range(0, len(windows), batch)]
 
 
@@ -83,7 +86,7 @@ def _pad(group: list[Window]) -> Batch:
 class Ref:
     """Brute-force per-window truth for one feature column."""
 
-    wref: int
+    wref: int  # the window's identity (the collector's tie-break), not its arrival number
     split: str
     document_id: str
     start: int
@@ -94,13 +97,13 @@ class Ref:
 
 
 def reference(batches: list[Batch], features: list[int], seed: int) -> dict[int, list[Ref]]:
-    gen = torch.Generator().manual_seed(seed)
     out: dict[int, list[Ref]] = {f: [] for f in features}
-    wref = 0
     for batch in batches:
-        keys = draw_keys(gen, len(batch.windows), len(features))
+        wids = window_ids([w.document_id for w in batch.windows], [w.start for w in batch.windows])
+        keys = priority_keys(seed, torch.tensor(features), wids)
         values = token_values(batch.input_ids)
         for row, w in enumerate(batch.windows):
+            wref = int(wids[row])
             real = batch.attention_mask[row].bool()
             ids = batch.input_ids[row][real]
             for j, f in enumerate(features):
@@ -110,7 +113,6 @@ def reference(batches: list[Batch], features: list[int], seed: int) -> dict[int,
                 ref = Ref(wref, w.split, w.document_id, w.start, ids.numpy(), acts, 0.0, 0.0)
                 ref.max, ref.key = float(acts.max()), float(keys[row, j])
                 out[f].append(ref)
-            wref += 1
     return out
 
 
@@ -142,7 +144,7 @@ def ref_quantile(refs: list[Ref], split: str, k_top: int, k: int, n_bins: int) -
     out = []
     for b in range(n_bins):
         in_bin = [r for r in rest if qbin(r.max, float(fmax), n_bins) == b]
-        out += sorted(in_bin, key=lambda r: r.key)[: quotas[b]]
+        out += sorted(in_bin, key=lambda r: (r.key, r.wref))[: quotas[b]]
     return out
 
 
@@ -151,9 +153,9 @@ def qbin(value: float, fmax: float, n_bins: int) -> int:
     return int(min(max(math.ceil(value * n_bins / fmax) - 1, 0), n_bins - 1))
 
 
-def ref_random(refs: list[Ref], k: int) -> list[Ref]:
-    quiet = [r for r in refs if r.split == "test" and r.max == 0 and (r.tokens != BOS).any()]
-    return sorted(quiet, key=lambda r: r.key)[:k]
+def ref_random(refs: list[Ref], k: int, split: str = "test") -> list[Ref]:
+    quiet = [r for r in refs if r.split == split and r.max == 0 and (r.tokens != BOS).any()]
+    return sorted(quiet, key=lambda r: (r.key, r.wref))[:k]
 
 
 def examples(result: FeatureResult, split: str, kind: str) -> list:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from autolabel.collect import CollectSettings, ExampleCollector, collect, draw_keys
+from autolabel.collect import CollectSettings, ExampleCollector, collect, priority_keys, window_ids
 from autolabel.errors import CollectionError, InputError
 from tests.collect.reference import (
     BOS,
@@ -27,23 +27,23 @@ def test_growing_maxima_merge_fine_bins_exactly() -> None:
     gen = np.random.default_rng(1)
     settings = CollectSettings(train_top=3, train_quantile=7, test_top=2, test_quantile=4, n_bins=3)
     coll = ExampleCollector([10, 20], window=4, settings=settings)
-    keys_gen = torch.Generator().manual_seed(settings.seed)
     seen: dict[int, list[Ref]] = {0: [], 1: []}
     for step in range(60):
         levels = gen.integers(0, 1 + step // 4, size=(5, 2))  # grid j -> value (j + 0.25) * 0.8
         acts = torch.zeros((5, 4, 2))
         acts[:, 2, :] = torch.tensor((levels + 0.25) * 0.8, dtype=torch.float32)
         acts[:, 2, :] *= torch.tensor(gen.random((5, 2)) < 0.8)
-        splits = ["train" if gen.random() < 0.5 else "test" for _ in range(5)]
+        splits = [("train", "validation", "test")[int(gen.integers(0, 3))] for _ in range(5)]
         docs = [f"d{step}-{i}" for i in range(5)]
         coll.update(acts, torch.full((5, 4), 5), torch.ones((5, 4)), docs, splits, [0] * 5)
-        keys = draw_keys(keys_gen, 5, 2)
+        wids = window_ids(docs, [0] * 5)
+        keys = priority_keys(settings.seed, torch.tensor([10, 20]), wids)
         for i in range(5):
             for j in range(2):
                 mx = float(acts[i, :, j].max())
                 seen[j].append(
                     Ref(
-                        step * 5 + i,
+                        int(wids[i]),
                         splits[i],
                         docs[i],
                         0,
@@ -54,7 +54,7 @@ def test_growing_maxima_merge_fine_bins_exactly() -> None:
                     )
                 )
     for j, res in enumerate(coll.results()):
-        for split, k_top, k in (("train", 3, 7), ("test", 2, 4)):
+        for split, k_top, k in (("train", 3, 7), ("validation", 10, 10), ("test", 2, 4)):
             want = ref_quantile(seen[j], split, k_top, k, 3)
             got = examples(res, split, "quantile")
             assert [e.document_id for e in got] == [r.document_id for r in want]
@@ -82,7 +82,7 @@ def test_state_does_not_grow_with_batches() -> None:
     shapes10, _ = state_after(10)
     shapes300, banked = state_after(1000)
     assert shapes10 == shapes300
-    live = len(FEATURES) * (20 + 10 + 2 * 4 * 5 * 2 + 20)
+    live = len(FEATURES) * (20 + 10 + 10 + 3 * 4 * 5 * 2 + 2 * 20)
     assert banked <= max(4096, 2 * live)
 
 
@@ -104,6 +104,8 @@ def test_bad_batches_are_rejected() -> None:
         coll.update(torch.zeros((2, 4, 3)), ids, mask, ["a", "b"], ["train"] * 2, [0, 0])
     with pytest.raises(CollectionError, match="split"):
         coll.update(torch.zeros((2, 4, 2)), ids, mask, ["a", "b"], ["train", "dev"], [0, 0])
+    with pytest.raises(CollectionError, match="same features"):
+        coll.merge(ExampleCollector([1, 3], window=4))
     with pytest.raises(CollectionError, match="no token windows"):
         collect(FakeSubject(), FakeSAE(), [], [2])
     with pytest.raises(InputError):
