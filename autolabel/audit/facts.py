@@ -1,9 +1,10 @@
 """The audit's report data: every fact the HTML template renders, as JSON-ready data.
 
 ``report.json`` is exactly :func:`build_facts`'s result, so a reviewer (or a later tool) reads
-the same numbers the HTML shows. Facts come from two records: the :class:`AuditPlan` (what was
-audited, decided from the database before any model loads) and the :class:`AuditOutcome` (what
-the forward passes and statistics found, with the models that produced it).
+the same numbers the HTML shows. Facts come from two records (:mod:`~autolabel.audit.plan`):
+the plan (what was audited, decided from the database before any model loads) and the outcome
+(what the forward passes and statistics found, with the models that produced it); the flagged
+feature cards come from :mod:`~autolabel.audit.cards`.
 """
 
 from __future__ import annotations
@@ -11,33 +12,28 @@ from __future__ import annotations
 import importlib.metadata as md
 import platform
 import sys
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from autolabel import __version__
-from autolabel.audit.activations import PairActivations, token_activations
-from autolabel.audit.evaluate import SEVERITY_ORDER, Evaluation, Thresholds
-from autolabel.audit.pairs import Pair, PairSource
+from autolabel.audit.cards import build_cards
+from autolabel.audit.documents import database_key
+from autolabel.audit.evaluate import CategoryResult, Evaluation, Thresholds
+from autolabel.audit.flags import SEVERITY_ORDER
+from autolabel.audit.pairs import Pair
+from autolabel.audit.plan import EVIDENCE_VERDICTS, SEVERITY_ACTIONS, AuditOutcome, AuditPlan
+from autolabel.audit.replication import CAPPED
 from autolabel.audit.stats import json_safe, p95_abs
 from autolabel.audit.taxonomy import Taxonomy
-from autolabel.config import Config
+from autolabel.db import redact
 from autolabel.selection import range_spec
-from autolabel.store.audits import AuditedSAE
+from autolabel.store.audits import AuditIds
 
-SEVERITY_ACTIONS = {
-    "critical": "Block release of decisions that use this feature; investigate and mitigate "
-                "(ablate or steer the feature) before sign-off.",
-    "high": "Investigate before release: inspect contexts, test downstream impact, document "
-            "a mitigation or a justification.",
-    "medium": "The feature reacts to demographic terms but its label does not say so: relabel, "
-              "then review its downstream use.",
-    "review": "Label mentions a protected category but activations show no measurable "
-              "demographic sensitivity: confirm the label; no action unless the feature is used.",
-}
 CROSSWALK = [
     ("EU AI Act", "Art. 10(2)(f)", "Examination of data sets for possible biases likely to "
      "affect health, safety or fundamental rights", "Tiers 1-3: feature-level bias screening"),
@@ -73,48 +69,22 @@ LIMITATIONS = [
     "annotation problems (Blodgett et al. 2021). Results are evidence for review, not a verdict.",
     "Statistical flags control the false discovery rate per category (Benjamini-Hochberg), so "
     "some flags are expected to be false positives; the random-direction rate estimates this.",
+    "Pairs whose differing words do not name the category's two poles (e.g. two first names "
+    "the taxonomy does not list, or two minority groups) cannot be oriented and are left out "
+    "of tiers 2 and 3; their count is reported per category.",
 ]
 
 
-@dataclass
-class AuditPlan:
-    """What an audit covers and its key, decided from config and database alone (no model)."""
-
-    config: Config
-    config_hash: str
-    key: str
-    taxonomy: Taxonomy
-    thresholds: Thresholds
-    spec: str
-    pairs: list[Pair]
-    sources: list[PairSource]
-    sae: AuditedSAE
-    feats: np.ndarray
-    labels: dict[int, dict[str, Any]]
-    argv: list[str]
-
-
-@dataclass
-class AuditOutcome:
-    """What the expensive part found, with the models that produced it (for the cards)."""
-
-    subject: Any
-    sae: Any
-    activations: PairActivations
-    evaluation: Evaluation
-    flags: list[dict[str, Any]]
-    timings: dict[str, float]
-
-
-def build_facts(plan: AuditPlan, out: AuditOutcome, audit_id: int, run_id: int,
-                seconds: float) -> dict[str, Any]:
+def build_facts(plan: AuditPlan, out: AuditOutcome, ids: AuditIds, doc_id: str,
+                database_url: str, seconds: float) -> dict[str, Any]:
     """Everything the report shows, as JSON-ready data (report.json is exactly this)."""
     now = datetime.now(timezone.utc)
     facts = {
-        "document": {"id": f"AUD-{audit_id:05d}", "audit_id": audit_id, "run_id": run_id,
-                     "version": "1.0", "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "document": {"id": doc_id, "audit_id": ids.audit_id, "run_id": ids.run_id,
+                     "version": "1.1", "date": now.strftime("%Y-%m-%d %H:%M UTC"),
                      "tool_version": __version__, "config_hash": plan.config_hash,
-                     "audit_key": plan.key},
+                     "audit_key": plan.key, "database": redact(database_url),
+                     "database_key": database_key(database_url), "sae": plan.sae.name},
         "summary": _summary(plan, out, seconds),
         "system": _system(plan, out),
         "crosswalk": [dict(zip(("framework", "clause", "requirement", "evidence"), c,
@@ -122,11 +92,12 @@ def build_facts(plan: AuditPlan, out: AuditOutcome, audit_id: int, run_id: int,
         "taxonomy": _taxonomy_facts(plan.taxonomy),
         "data": {"sources": [asdict(s) for s in plan.sources], "n_pairs": len(plan.pairs),
                  "examples": _example_pairs(plan.pairs)},
+        "labels": label_summary(plan.labels),
         "methodology": {**_methodology(plan.thresholds), "scoring": _scoring_method(plan.labels)},
         "results": _results(plan, out.evaluation),
-        "flags": _cards(plan, out),
+        "flags": build_cards(plan, out),
         "limitations": LIMITATIONS,
-        "reproducibility": _repro(plan, audit_id, run_id),
+        "reproducibility": _repro(plan, ids),
         "signoff": [{"role": r, "name": "", "date": ""} for r in
                     ("Prepared by", "Reviewed by", "Approved by")],
     }
@@ -142,18 +113,35 @@ def _summary(plan: AuditPlan, out: AuditOutcome, seconds: float) -> dict[str, An
         prev = worst.get(f["feature"], "review")
         worst[f["feature"]] = max(prev, f["severity"], key=SEVERITY_ORDER.index)
     by_sev = {s: sum(1 for v in worst.values() if v == s) for s in reversed(SEVERITY_ORDER)}
+    tier2 = [f for f in flags if f["tier"] == 2]
+    reps = Counter((f.get("replication") or {}).get("status", "n/a") for f in tier2)
     return {"n_features": int(plan.feats.size), "n_pairs": len(plan.pairs),
             "n_labelled": len(plan.labels), "n_flags": len(flags),
             "flagged_features": len(worst), "by_tier": by_tier, "by_severity": by_sev,
+            "tier2_replication": dict(reps),
+            "template_specific": sum(1 for f in tier2 if f["template_specific"]),
+            "labels": label_summary(plan.labels)["counts"],
             "categories_tested": [r.category for r in out.evaluation.results],
             "seconds": round(seconds, 1), "timings": out.timings,
             "clean": not any(f["tier"] >= 2 for f in flags)}
 
 
+def label_summary(labels: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """How many labels tier 1 could use (trusted or weak) and how many it could not."""
+    verdicts = Counter(str(v.get("verdict")) for v in labels.values())
+    used = sum(1 for v in labels.values() if v.get("verdict") in EVIDENCE_VERDICTS
+               and v.get("text"))
+    return {"counts": {"labelled": len(labels), "used_for_tier1": used,
+                       "not_trusted": len(labels) - used, "by_verdict": dict(verdicts)},
+            "rule": "Tier 1 reads only labels whose verdict is trusted or weak; at_floor, "
+                    "unscored and rejected labels are shown with their verdict but are never "
+                    "evidence (a rejected candidate's text is never shown as a label)."}
+
+
 def _system(plan: AuditPlan, out: AuditOutcome) -> dict[str, Any]:
     """Model, SAE and labelling LLM under audit."""
-    llms = sorted({(v["llm_model"] or "-", v["explainer"], v["prompt_hash"] or "-")
-                   for v in plan.labels.values()})
+    llms = sorted({(v.get("llm_model") or "-", v.get("explainer") or "-",
+                    v.get("prompt_hash") or "-") for v in plan.labels.values() if v.get("id")})
     s, subject = out.sae, out.subject
     return {
         "model": {"id": getattr(subject, "model_id", "?"),
@@ -167,11 +155,13 @@ def _system(plan: AuditPlan, out: AuditOutcome) -> dict[str, Any]:
 
 
 def _taxonomy_facts(tax: Taxonomy) -> dict[str, Any]:
-    """Categories with descriptions and lexicon sizes."""
+    """Categories with descriptions, lexicon sizes and the poles that orient their pairs."""
     return {"version": tax.version, "sha256": tax.sha256, "source": tax.source,
             "stoplist_size": len(tax.stoplist), "stoplist_sample": list(tax.stoplist[:12]),
             "categories": [{"name": c.name, "label": c.label, "description": c.description,
-                            "n_terms": len(c.lexicon), "sample": list(c.lexicon[:10])}
+                            "n_terms": len(c.lexicon), "sample": list(c.lexicon[:10]),
+                            "poles": [{"name": p.name, "n_terms": len(p.terms),
+                                       "sample": list(p.terms[:6])} for p in c.poles or ()]}
                            for c in tax.categories]}
 
 
@@ -189,15 +179,14 @@ def _example_pairs(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
 
 def _scoring_method(labels: dict[int, dict[str, Any]]) -> str:
     """Which simulators produced the explanation scores cited in the report, and why."""
-    sims = sorted({sc["simulator"] for lab in labels.values() for sc in lab["scores"]
-                   if sc.get("simulator")})
+    sims = sorted({str(lab["simulator"]) for lab in labels.values() if lab.get("simulator")})
     if not sims:
         return "No explanation scores were available for the audited features."
-    return ("Explanation scores are simulation scores (Pearson r pooled over held-out tokens) "
-            f"from: {', '.join(sims)}. With scoring.simulator = auto an LLM simulator is used "
-            "only if it passes a sanity check on planted features (its predictions must change "
-            "with the explanation); otherwise the embedding simulator is used. Each score is "
-            "shown beside its floor: the same scorer on another feature's explanation.")
+    return ("Explanation scores are simulation scores (Pearson r pooled over held-out test "
+            f"tokens) from: {', '.join(sims)}. Each label is shown with its test score, the "
+            "floor (the same scorer on another feature's explanation), the null's 95th "
+            "percentile, its bootstrap CI and the verdict (trusted / weak / at floor / "
+            "rejected / unscored) that decides whether tier 1 may use it.")
 
 
 def _methodology(th: Thresholds) -> dict[str, Any]:
@@ -207,41 +196,75 @@ def _methodology(th: Thresholds) -> dict[str, Any]:
         "span_statistic": "For each sentence, the feature's maximum activation over the tokens "
                           "whose character range overlaps the differing term (spans aligned by "
                           "character offsets, so terms of different token lengths compare "
-                          "term with term). Paired difference = text A minus text B.",
+                          "term with term).",
+        "orientation": "Each pair is oriented by demographic group, never by the order a file "
+                       "lists its sentences: the differing words of each side are matched "
+                       "against the category's two poles (e.g. female / male terms; pole a is "
+                       "the historically disadvantaged or marked group). Paired difference = "
+                       "pole-a sentence minus pole-b sentence, so d_z > 0 means higher on pole "
+                       "a. Pairs whose words name the same pole, both poles or neither are "
+                       "left out of tiers 2 and 3 and counted as unoriented.",
         "tier1": f"Label matches a category's lexicon (whole words, stop-list phrases removed) "
                  f"or its description by cosine similarity >= {th.embed:.2f} (all-MiniLM-L6-v2;"
-                 " calibrated: related labels 0.317-0.686, unrelated 0.030-0.273).",
-        "tier2": f"Paired t-test (two-sided) and Wilcoxon signed-rank test per feature; effect "
-                 f"size d_z = mean(diff)/sd(diff); 95% percentile bootstrap CI of d_z "
-                 f"({th.n_boot} resamples of pairs, seed {th.seed}); Benjamini-Hochberg q over "
-                 f"all audited features within the category. Flag when q < {th.q}, |d_z| >= "
-                 f"{th.effect} and specificity (mean |diff| on the category / the largest mean "
-                 f"|diff| over the neutral word pairs) >= {th.specificity}.",
-        "tier3": f"On pairs with a known stereotype direction, differences are signed so that "
-                 f"positive means 'higher on the stereotype-consistent sentence'; flag when "
-                 f"tier 2 holds, q < {th.q} and d_z >= {th.effect}.",
+                 " calibrated: related labels 0.317-0.686, unrelated 0.030-0.273). Only labels "
+                 "whose verdict is trusted or weak are read.",
+        "tier2": f"Paired t-test (two-sided) and Wilcoxon signed-rank test per feature on the "
+                 f"oriented differences; effect size d_z = mean(diff)/sd(diff); 95% percentile "
+                 f"bootstrap CI of d_z ({th.n_boot} resamples of pairs, seed {th.seed}); "
+                 f"Benjamini-Hochberg q over all audited features within the category. Flag "
+                 f"when q < {th.q}, |d_z| >= {th.effect} and specificity (mean |diff| on the "
+                 f"category / the largest mean |diff| over the neutral word pairs) >= "
+                 f"{th.specificity}.",
+        "tier3": f"Among oriented pairs with a known stereotype direction, the oriented "
+                 f"difference where the pole-a sentence is the stereotype-consistent one is "
+                 f"compared with the pairs where the pole-b sentence is (Welch t-test, Cohen's "
+                 f"d, BH q per category). Flag when tier 2 holds, q < {th.q} and d >= "
+                 f"{th.effect}: the feature's group difference grows when the sentence states "
+                 f"the stereotype. A feature that only reads the group term has the same "
+                 f"difference in both contexts and is not tier 3.",
+        "replication": f"Units: each built-in template family (all pairs from one sentence "
+                       f"template) and each other pair source as a whole; a unit tests a "
+                       f"category when it has >= {th.min_unit_pairs} oriented pairs of it. Each "
+                       f"unit's d_z is shown with its bootstrap 95% CI. A unit replicates a "
+                       f"flag when its one-sided paired t-test in the direction of the pooled "
+                       f"d_z, Holm-corrected over the units testing the category, gives p < "
+                       f"{th.q} (so a null unit counts by chance at most {th.q} of the time, "
+                       f"however many families there are). replicated: >= 2 units; "
+                       f"template-specific: only one built-in family; source-specific: only one "
+                       f"external source; not-replicated: no single unit; single-unit: only one "
+                       f"unit tests the category. {', '.join(sorted(CAPPED))} flags are capped "
+                       f"at medium severity.",
         "baselines": f"{th.n_random} random unit directions in the residual stream (seed "
-                     f"{th.seed}) go through the same span statistic and tests: their d_z "
-                     f"distribution and the share passing the tier-2 rule estimate the false "
-                     f"positive rate. Neutral word swaps (table/chair, car/bus, ...) measure how "
-                     f"much each feature moves when any word changes.",
+                     f"{th.seed}) go through the same span statistic, orientation and tests: "
+                     f"their d_z distribution and the share passing the tier-2 rule estimate "
+                     f"the false positive rate. Neutral word swaps (table/chair, car/bus, ...) "
+                     f"measure how much each feature moves when any word changes.",
         "severity": {"critical": "tiers 1+2+3", "high": "tier 2 with tier 1 or 3",
-                     "medium": "tier 2 only", "review": "tier 1 only"},
+                     "medium": "tier 2 only, or a capped (non-replicated) tier 2",
+                     "review": "tier 1 only"},
         "actions": SEVERITY_ACTIONS,
     }
 
 
+def _category_facts(r: CategoryResult, ev: Evaluation) -> dict[str, Any]:
+    """One category's row of the results table, with its per-source statistics."""
+    n1 = sum(1 for _f, c in ev.t1 if c == r.category)
+    return {"category": r.category, "n_pairs": r.n_pairs, "sources": r.sources,
+            "orientation": r.orientation, "poles": list(r.poles) if r.poles else None,
+            "n_oriented": r.n_oriented, "n_unoriented": r.n_unoriented,
+            "tier1": n1, "tier2": int(r.tier2.sum()), "tier3": int(r.tier3.sum()),
+            "n_directional": r.n_directional, "n_pole_a_stereotyped": r.n_plus,
+            "n_pole_b_stereotyped": r.n_minus,
+            "max_abs_dz": float(np.abs(r.stats.dz).max()) if r.stats.dz.size else 0.0,
+            "random_abs_dz_p95": p95_abs(r.random_dz), "random_flag_rate": r.random_flag_rate,
+            "by_source": r.per_source,
+            "units": [{"unit": u.unit.name, "kind": u.unit.kind, "n_pairs": int(u.unit.rows.size),
+                       "tested": u.tested} for u in r.units]}
+
+
 def _results(plan: AuditPlan, ev: Evaluation) -> dict[str, Any]:
     """Heat-map counts, per-category summaries and effect-size distributions."""
-    per_cat = []
-    for r in ev.results:
-        n1 = sum(1 for f, c in ev.t1 if c == r.category)
-        per_cat.append({
-            "category": r.category, "n_pairs": r.n_pairs, "sources": r.sources,
-            "tier1": n1, "tier2": int(r.tier2.sum()), "tier3": int(r.tier3.sum()),
-            "n_directional": r.n_directional,
-            "max_abs_dz": float(np.abs(r.stats.dz).max()) if r.stats.dz.size else 0.0,
-            "random_abs_dz_p95": p95_abs(r.random_dz), "random_flag_rate": r.random_flag_rate})
+    per_cat = [_category_facts(r, ev) for r in ev.results]
     ns, th = ev.neutral_stats, plan.thresholds
     best = np.max([np.abs(r.stats.dz) for r in ev.results], axis=0) if ev.results else []
     rand = np.max([np.abs(r.random_dz) for r in ev.results], axis=0) if ev.results else []
@@ -251,43 +274,7 @@ def _results(plan: AuditPlan, ev: Evaluation) -> dict[str, Any]:
             "neutral_control_tokens": int(((ns.q < th.q) & (np.abs(ns.dz) >= th.effect)).sum())}
 
 
-def _cards(plan: AuditPlan, out: AuditOutcome) -> list[dict[str, Any]]:
-    """One card per flagged feature: label, scores, contexts, statistics, severity, action."""
-    grouped: dict[int, list[dict[str, Any]]] = {}
-    for f in out.flags:
-        grouped.setdefault(f["feature"], []).append(f)
-    contexts = _top_contexts(plan, out, [f for f, fl in grouped.items()
-                                         if any(x["tier"] >= 2 for x in fl)])
-    cards = []
-    for feat, fl in grouped.items():
-        sev = max((x["severity"] for x in fl), key=SEVERITY_ORDER.index)
-        label = plan.labels.get(feat, {})
-        cards.append({"feature": feat, "severity": sev, "action": SEVERITY_ACTIONS[sev],
-                      "label": label.get("text"), "scores": label.get("scores", []),
-                      "categories": sorted({x["category"] for x in fl}), "flags": fl,
-                      "contexts": contexts.get(feat, [])})
-    cards.sort(key=lambda c: (-SEVERITY_ORDER.index(c["severity"]), c["feature"]))
-    return cards
-
-
-def _top_contexts(plan: AuditPlan, out: AuditOutcome, feats: list[int],
-                  k: int = 3) -> dict[int, list[Any]]:
-    """Per flagged feature, its k highest-activating pair sentences with per-token activations."""
-    if not feats:
-        return {}
-    acts = out.activations
-    col = {int(f): j for j, f in enumerate(plan.feats)}
-    picks = {f: list(np.argsort(-acts.acts[:, col[f]], kind="stable")[:k]) for f in feats}
-    rows = sorted({int(i) for v in picks.values() for i in v})
-    per_row = token_activations(out.subject, out.sae, [acts.texts[i] for i in rows],
-                                np.array(feats, dtype=np.int64))
-    tokens = dict(zip(rows, per_row, strict=True))
-    return {f: [{"text": acts.texts[i], "span": list(acts.spans[i]),
-                 "tokens": [(t, float(a[fi])) for t, a in tokens[i]]} for i in picks[f]]
-            for fi, f in enumerate(feats)}
-
-
-def _repro(plan: AuditPlan, audit_id: int, run_id: int) -> dict[str, Any]:
+def _repro(plan: AuditPlan, ids: AuditIds) -> dict[str, Any]:
     """Versions, config, command line and ids needed to reproduce the audit."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("autolabel", "torch", "transformers", "sae-lens", "numpy", "scipy", "jinja2",
@@ -297,6 +284,6 @@ def _repro(plan: AuditPlan, audit_id: int, run_id: int) -> dict[str, Any]:
         except md.PackageNotFoundError:
             versions[pkg] = "not installed"
     return {"versions": versions, "config": plan.config.model_dump(mode="json"),
-            "argv": plan.argv or list(sys.argv), "run_id": run_id, "audit_id": audit_id,
-            "pairs_spec": plan.spec,
+            "argv": plan.argv or list(sys.argv), "run_id": ids.run_id,
+            "audit_id": ids.audit_id, "pairs_spec": plan.spec,
             "features": range_spec([int(f) for f in plan.feats]) if plan.feats.size else ""}

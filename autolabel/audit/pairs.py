@@ -1,11 +1,16 @@
-"""Counterfactual sentence pairs for the bias audit: built-in templates, CrowS-Pairs, WinoBias.
+"""Counterfactual sentence pairs for the bias audit: built-in templates, CrowS-Pairs, WinoBias
+and the user's own CSV (``pairs:PATH``).
 
 A :class:`Pair` is two sentences that differ only in one demographic term, with the character
 span of that term in each. The audit runs both through model + SAE and compares a feature's
 activation over the two spans, so the spans must be exact: every loader derives them from the
 text itself (template slot positions, or the longest common prefix/suffix of the two sentences)
-instead of trusting a word list. Third-party data sets are read from user-given paths and never
-copied into the repository (their licences travel with the report instead).
+instead of trusting a word list. Which side is which group is decided later from the terms
+(:mod:`~autolabel.audit.orient`), never from the column a file puts a sentence in. Third-party
+data sets are read from user-given paths and never copied into the repository (their licences
+travel with the report instead). Rows a loader cannot use are counted per reason in the
+source's provenance (the report shows them); a user file with a bad row is an error naming the
+line, never a silent partial load.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -31,6 +36,7 @@ LICENCES = {
     "builtin": "Apache-2.0 (templates written for autolabel)",
     "crows": "CC BY-SA 4.0 (CrowS-Pairs, Nangia et al. 2020)",
     "winobias": "MIT (WinoBias, Zhao et al. 2018)",
+    "pairs": "supplied by the user (licence as stated by its owner)",
 }
 
 
@@ -40,6 +46,8 @@ class Pair:
 
     ``direction`` says whether ``text_a`` is the stereotype-consistent sentence ("stereo"), the
     anti-stereotypical one ("anti"), or unknown (None); tier 3 only uses pairs where it is known.
+    ``family`` names the built-in template a pair comes from (replication is checked per
+    template family); ``line`` is the pair's line in a user file (for error messages).
     """
 
     category: str
@@ -51,6 +59,8 @@ class Pair:
     group_b: str
     direction: str | None
     source: str
+    family: str | None = None
+    line: int | None = None
 
     @property
     def term_a(self) -> str:
@@ -73,6 +83,7 @@ class PairSource:
     licence: str
     count: int
     by_category: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows not used
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,12 +150,14 @@ def _fill(template: str, term: str) -> tuple[str, tuple[int, int]]:
 
 
 def _template_pair(category: str, template: str, a: str, b: str, group_a: str, group_b: str,
-                   direction: str | None = None) -> Pair:
-    """A pair from one template with one slot (article 'a'/'an' fixed to match each term)."""
+                   direction: str | None = None, family: str | None = None) -> Pair:
+    """A pair from one template with one slot (article 'a'/'an' fixed to match each term);
+    the template is its family unless ``family`` names a more general one."""
+    family = family or template
     text_a, span_a = _fill(_article(template, a), a)
     text_b, span_b = _fill(_article(template, b), b)
     return Pair(category, text_a, text_b, span_a, span_b, group_a, group_b, direction,
-                "builtin")
+                "builtin", family)
 
 
 def _article(template: str, term: str) -> str:
@@ -159,7 +172,7 @@ def _gender_pairs() -> list[Pair]:
     for (template, (she, he)), job in product(PRONOUN_TEMPLATES, FEMALE_JOBS + MALE_JOBS):
         direction = "stereo" if job in FEMALE_JOBS else "anti"  # text_a uses the female pronoun
         pairs.append(_template_pair("gender", template.replace("{job}", job), she, he,
-                                    "female", "male", direction))
+                                    "female", "male", direction, family=template))
     for template, (a, b) in product(NOUN_TEMPLATES, GENDER_NOUNS):
         pairs.append(_template_pair("gender", template, a, b, "female", "male"))
     return pairs
@@ -213,24 +226,39 @@ def diff_spans(text_a: str, text_b: str) -> tuple[tuple[int, int], tuple[int, in
             (wb[pre].start(), wb[len(wb) - suf - 1].end()))
 
 
-def load_crows(path: Path) -> list[Pair]:
-    """CrowS-Pairs CSV: ``sent_more`` is the more stereotyping sentence, so text_a = sent_more.
+Skipped = dict[str, int]  # reason -> rows a loader could not use
 
-    ``stereo_antistereo`` = "stereo" means sent_more states a stereotype about a disadvantaged
-    group (direction "stereo"); "antistereo" means sent_more violates one (direction "anti").
+
+def _skip(skipped: Skipped, reason: str) -> None:
+    """Count one unusable row under its reason (the report lists the counts)."""
+    skipped[reason] = skipped.get(reason, 0) + 1
+
+
+def load_crows(path: Path) -> tuple[list[Pair], Skipped]:
+    """CrowS-Pairs CSV: ``sent_more`` is the more stereotypical sentence, so text_a = sent_more
+    and every pair's direction is "stereo".
+
+    ``stereo_antistereo`` says which *group* sent_more is about ("stereo": the disadvantaged
+    group demonstrating a stereotype; "antistereo": the advantaged group, the disadvantaged one
+    violating it in sent_less); in both cases sent_more is the stereotype-consistent sentence
+    (the data set's own metric counts a preference for it as bias). Group sides are found from
+    the terms later, not from this column.
     """
-    rows = _read_csv(path)
-    pairs = []
-    for row in rows:
+    pairs: list[Pair] = []
+    skipped: Skipped = {}
+    for row in _read_csv(path):
         category = CROWS_CATEGORIES.get(row.get("bias_type", ""))
-        spans = diff_spans(row.get("sent_more", ""), row.get("sent_less", ""))
-        if category is None or spans is None:
+        a, b = row.get("sent_more", "") or "", row.get("sent_less", "") or ""
+        spans = diff_spans(a, b)
+        if category is None:
+            _skip(skipped, f"bias_type {row.get('bias_type', '')!r} not in the taxonomy")
             continue
-        a, b = row["sent_more"], row["sent_less"]
-        direction = "stereo" if row.get("stereo_antistereo") == "stereo" else "anti"
-        pairs.append(Pair(category, a, b, spans[0], spans[1], a[slice(*spans[0])],
-                          b[slice(*spans[1])], direction, "crows"))
-    return pairs
+        if spans is None:
+            _skip(skipped, "sentences identical or one only inserts words")
+            continue
+        pairs.append(Pair(category, a, b, spans[0], spans[1], a[slice(*spans[0])].lower(),
+                          b[slice(*spans[1])].lower(), "stereo", "crows"))
+    return pairs, skipped
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -256,56 +284,157 @@ def _clean_wino(line: str) -> str:
     return _WINO_LINE.sub("", line.strip()).replace("[", "").replace("]", "")
 
 
-def load_winobias(directory: Path) -> list[Pair]:
+def load_winobias(directory: Path) -> tuple[list[Pair], Skipped]:
     """WinoBias pro/anti files aligned line by line; text_a = pro-stereotyped (direction stereo).
 
     Each ``pro_stereotyped_*`` file is matched with its ``anti_stereotyped_*`` twin; lines that
-    differ in more than one word are skipped (the span would not be one term).
+    differ in more than one word are skipped and counted (the span would not be one term).
     """
     pro_files = sorted(directory.glob("pro_stereotyped_*"))
     if not directory.is_dir() or not pro_files:
         raise InputError(f"no WinoBias pro_stereotyped_* files in {directory}; give the folder "
                          "holding WinoBias/wino/data")
     pairs: list[Pair] = []
+    skipped: Skipped = {}
     for pro in pro_files:
         anti = pro.with_name(pro.name.replace("pro_", "anti_", 1))
         if not anti.is_file():
             raise InputError(f"{anti} is missing (needed beside {pro.name}); restore it")
-        pairs.extend(_wino_file_pairs(pro, anti))
-    return pairs
+        pairs.extend(_wino_file_pairs(pro, anti, skipped))
+    return pairs, skipped
 
 
-def _wino_file_pairs(pro: Path, anti: Path) -> Iterator[Pair]:
+def _wino_file_pairs(pro: Path, anti: Path, skipped: Skipped) -> Iterator[Pair]:
     """Pairs from one aligned pro/anti file couple."""
     pro_lines = pro.read_text(encoding="utf-8").splitlines()
     anti_lines = anti.read_text(encoding="utf-8").splitlines()
-    for raw_a, raw_b in zip(pro_lines, anti_lines, strict=False):
+    if len(pro_lines) != len(anti_lines):
+        raise InputError(f"{pro.name} has {len(pro_lines)} lines but {anti.name} has "
+                         f"{len(anti_lines)}; WinoBias files must align line by line")
+    for raw_a, raw_b in zip(pro_lines, anti_lines, strict=True):
         a, b = _clean_wino(raw_a), _clean_wino(raw_b)
+        if not a and not b:
+            continue
         spans = diff_spans(a, b)
         if spans is None or " " in a[slice(*spans[0])] or " " in b[slice(*spans[1])]:
+            _skip(skipped, "lines differ in more than one word (or not at all)")
             continue
         yield Pair("gender", a, b, spans[0], spans[1], a[slice(*spans[0])].lower(),
                    b[slice(*spans[1])].lower(), "stereo", "winobias")
 
 
 # ---------------------------------------------------------------------------------------------
+# The user's own pairs: pairs:PATH
+
+USER_REQUIRED = ("text_a", "text_b", "category")
+USER_OPTIONAL = ("group_a", "group_b", "direction")
+DIRECTIONS = {"": None, "stereo": "stereo", "anti": "anti"}
+
+
+def load_user_pairs(path: Path, categories: Collection[str] | None = None) -> list[Pair]:
+    """A plain CSV of pairs: ``text_a``, ``text_b``, ``category`` (+ optional ``group_a``,
+    ``group_b``, ``direction`` = stereo | anti | empty). Spans come from the texts' difference.
+
+    Every row must be usable: the first bad rows are named by line in one InputError, so an
+    audit never runs on part of a file without saying so.
+    """
+    rows, header_ok = _read_user_csv(path)
+    if not header_ok:
+        raise InputError(f"{path} line 1: a pairs CSV needs columns {', '.join(USER_REQUIRED)} "
+                         f"(optional: {', '.join(USER_OPTIONAL)}); fix the header")
+    pairs: list[Pair] = []
+    errors: list[str] = []
+    for line, row in rows:
+        try:
+            pairs.append(_user_pair(path, line, row, categories))
+        except ValueError as exc:
+            errors.append(f"line {line}: {exc}")
+    if errors:
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise InputError(f"{path}: {len(errors)} bad row(s): {'; '.join(errors[:3])}{more}; "
+                         "fix or remove them")
+    if not pairs:
+        raise InputError(f"{path} has no pair rows; add rows under the header")
+    return pairs
+
+
+def _read_user_csv(path: Path) -> tuple[list[tuple[int, dict[str, str]]], bool]:
+    """(line number, row) for every data row, and whether the header has the needed columns."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            start: list[int] = []
+            reader = csv.DictReader(_numbered(fh, start))
+            header = set(reader.fieldnames or [])
+            start.clear()
+            rows = []
+            for row in reader:
+                rows.append((start[-1] if start else reader.line_num, row))
+                start.clear()
+    except OSError as exc:
+        raise InputError(f"cannot read pairs file {path} ({exc.strerror}); check the pairs: "
+                         "path") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not a readable UTF-8 CSV ({exc}); save it as UTF-8 CSV") \
+            from None
+    return rows, set(USER_REQUIRED) <= header
+
+
+def _numbered(lines: Iterable[str], start: list[int]) -> Iterator[str]:
+    """Yield ``lines``, noting the number of the first non-blank one of each row in ``start``
+    (the caller clears it per row), so a quoted text spanning lines is named by its first."""
+    for number, line in enumerate(lines, 1):
+        if not start and line.strip():
+            start.append(number)
+        yield line
+
+
+def _user_pair(path: Path, line: int, row: Mapping[str, str | None],
+               categories: Collection[str] | None) -> Pair:
+    """One user row as a pair; ValueError says what is wrong with it."""
+    if None in row:
+        raise ValueError("more fields than the header has columns (quote texts with commas)")
+    a, b, category = ((row.get(k) or "").strip() for k in USER_REQUIRED)
+    if not a or not b or not category:
+        missing = [k for k, v in zip(USER_REQUIRED, (a, b, category), strict=True) if not v]
+        raise ValueError(f"empty {', '.join(missing)}")
+    if categories is not None and category not in categories:
+        raise ValueError(f"unknown category {category!r} (known: {', '.join(sorted(categories))})")
+    direction = (row.get("direction") or "").strip().lower()
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be stereo, anti or empty, not {direction!r}")
+    spans = diff_spans(a, b)
+    if spans is None:
+        raise ValueError("text_a and text_b must differ by swapping a term (they are equal, "
+                         "or one only inserts words)")
+    group_a = (row.get("group_a") or "").strip() or a[slice(*spans[0])].lower()
+    group_b = (row.get("group_b") or "").strip() or b[slice(*spans[1])].lower()
+    return Pair(category, a, b, spans[0], spans[1], group_a, group_b, DIRECTIONS[direction],
+                f"pairs:{path.name}", line=line)
+
+
+# ---------------------------------------------------------------------------------------------
 # Specs
 
 
-def parse_pairs_spec(spec: str) -> list[Pair]:
-    """``builtin,crows:PATH,winobias:DIR`` -> pairs (the neutral control is always included)."""
-    return load_pair_sets(spec)[0]
+def parse_pairs_spec(spec: str, categories: Collection[str] | None = None) -> list[Pair]:
+    """``builtin,crows:PATH,winobias:DIR,pairs:PATH`` -> pairs (neutral control always added)."""
+    return load_pair_sets(spec, categories)[0]
 
 
-def load_pair_sets(spec: str) -> tuple[list[Pair], list[PairSource]]:
-    """Pairs plus the provenance of each source; bad parts are one-line InputErrors."""
+def load_pair_sets(spec: str, categories: Collection[str] | None = None,
+                   ) -> tuple[list[Pair], list[PairSource]]:
+    """Pairs plus the provenance of each source; bad parts are one-line InputErrors.
+
+    ``categories`` (the taxonomy's names) lets a user file's unknown category fail by line.
+    """
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if not parts:
         raise InputError("empty pairs spec; use e.g. 'builtin' or 'builtin,crows:PATH'")
+    known = None if categories is None else {*categories, NEUTRAL}
     pairs: list[Pair] = []
     sources: list[PairSource] = []
     for part in parts:
-        found, source = _load_part(part)
+        found, source = _load_part(part, known)
         pairs.extend(found)
         sources.append(source)
     if not any(p.category == NEUTRAL for p in pairs):
@@ -315,25 +444,30 @@ def load_pair_sets(spec: str) -> tuple[list[Pair], list[PairSource]]:
     return pairs, sources
 
 
-def _load_part(part: str) -> tuple[list[Pair], PairSource]:
+def _load_part(part: str, categories: Collection[str] | None) -> tuple[list[Pair], PairSource]:
     """One comma-separated element of a pairs spec."""
     kind, _, raw = part.partition(":")
     if kind == "builtin" and not raw:
         pairs = builtin_pairs()
         return pairs, _source("builtin", None, pairs)
-    if kind not in ("crows", "winobias") or not raw:
-        raise InputError(f"unknown pair source {part!r}; use builtin, crows:PATH or "
-                         "winobias:DIR")
+    if kind not in ("crows", "winobias", "pairs") or not raw:
+        raise InputError(f"unknown pair source {part!r}; use builtin, crows:PATH, "
+                         "winobias:DIR or pairs:PATH")
     path = Path(raw).expanduser()
     if not path.exists():
         raise InputError(f"{kind} path {path} does not exist; check the path in the pairs spec")
-    pairs = load_crows(path) if kind == "crows" else load_winobias(path)
+    skipped: Skipped = {}
+    if kind == "pairs":
+        pairs = load_user_pairs(path, categories)
+    else:
+        pairs, skipped = load_crows(path) if kind == "crows" else load_winobias(path)
     if not pairs:
         raise InputError(f"{path} gave no usable pairs; check it is a {kind} file")
-    return pairs, _source(kind, path, pairs)
+    return pairs, _source(kind, path, pairs, skipped)
 
 
-def _source(kind: str, path: Path | None, pairs: list[Pair]) -> PairSource:
+def _source(kind: str, path: Path | None, pairs: list[Pair],
+            skipped: Skipped | None = None) -> PairSource:
     """Provenance record: file hash (or a hash of the generated pairs), licence, counts."""
     counts: dict[str, int] = {}
     for p in pairs:
@@ -341,7 +475,8 @@ def _source(kind: str, path: Path | None, pairs: list[Pair]) -> PairSource:
     files = [] if path is None else ([path] if path.is_file() else _wino_files(path))
     digest = _hash_files(files) if files else _hash_pairs(pairs)
     licence = LICENCES.get(kind.split("-")[0], LICENCES["builtin"])
-    return PairSource(kind, str(path) if path else None, digest, licence, len(pairs), counts)
+    return PairSource(kind, str(path) if path else None, digest, licence, len(pairs), counts,
+                      dict(skipped or {}))
 
 
 def _wino_files(directory: Path) -> list[Path]:
@@ -362,5 +497,6 @@ def _hash_pairs(pairs: Iterable[Pair]) -> str:
     """sha256 of generated pairs, so a template edit changes the audit key."""
     digest = hashlib.sha256()
     for p in pairs:
-        digest.update(f"{p.category}\t{p.text_a}\t{p.text_b}\t{p.direction}\n".encode())
+        digest.update(f"{p.category}\t{p.text_a}\t{p.text_b}\t{p.direction}\t{p.family}\n"
+                      .encode())
     return digest.hexdigest()

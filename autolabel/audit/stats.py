@@ -1,8 +1,9 @@
 """Statistics of paired differences, vectorised over features (columns of ``[n_pairs, F]``).
 
 Paired t and Wilcoxon p, effect size d_z = mean/sd, a seeded bootstrap CI of d_z, Benjamini-
-Hochberg q across features, random residual directions (the "random feature" null), and the
-helpers that make numpy results JSON-safe for flags and the report.
+Hochberg q across features, a two-group contrast (Welch t, Cohen's d) for tier 3, random
+residual directions (the "random feature" null), and the helpers that make numpy results
+JSON-safe for flags and the report.
 """
 
 from __future__ import annotations
@@ -107,6 +108,42 @@ def paired_stats(diffs: np.ndarray) -> PairedStats:
     sd = diffs.std(0, ddof=1) if diffs.shape[0] > 1 else np.zeros(diffs.shape[1])
     return PairedStats(diffs.shape[0], diffs.mean(0), sd, effect_size(diffs), p_t,
                        wilcoxon_p(diffs), bh_qvalues(p_t), np.abs(diffs).mean(0))
+
+
+@dataclass
+class ContrastStats:
+    """Two groups of rows compared per column: Welch t p, BH q and Cohen's d (pooled sd)."""
+
+    n_plus: int
+    n_minus: int
+    mean_plus: np.ndarray
+    mean_minus: np.ndarray
+    d: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+
+
+def contrast_stats(plus: np.ndarray, minus: np.ndarray) -> ContrastStats:
+    """Is a column larger in ``plus`` rows than in ``minus`` rows? (both need >= 2 rows)
+
+    Welch's t-test (unequal variances) for p; d = mean difference / pooled sd. A difference
+    with no variance at all gives p 0 and d +-DZ_CLIP; no difference gives p 1 and d 0.
+    """
+    plus, minus = np.asarray(plus, dtype=np.float64), np.asarray(minus, dtype=np.float64)
+    n1, n2 = plus.shape[0], minus.shape[0]
+    m1, m2 = plus.mean(0), minus.mean(0)
+    v1, v2 = plus.var(0, ddof=1), minus.var(0, ddof=1)
+    se2 = v1 / n1 + v2 / n2
+    gap = m1 - m2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = gap / np.sqrt(se2)
+        df = se2**2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
+        p = 2 * sps.t.sf(np.abs(t), df=np.nan_to_num(df, nan=1.0))
+        pooled = np.sqrt(((n1 - 1) * v1 + (n2 - 1) * v2) / (n1 + n2 - 2))
+        d = np.where(pooled > 0, gap / pooled, np.sign(gap) * DZ_CLIP)
+    p = np.where(se2 > 0, np.nan_to_num(p, nan=1.0), np.where(gap != 0, 0.0, 1.0))
+    d = np.clip(np.nan_to_num(d, nan=0.0), -DZ_CLIP, DZ_CLIP)
+    return ContrastStats(n1, n2, m1, m2, d, p, bh_qvalues(p))
 
 
 def random_directions(d_model: int, n: int, seed: int) -> np.ndarray:

@@ -37,14 +37,28 @@ class AuditError(AutolabelError):
 
 
 @dataclass(frozen=True)
+class Pole:
+    """One side of a category's contrast (e.g. female / male), named by its terms."""
+
+    name: str
+    terms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Category:
-    """One protected category: what it covers, and the words that name it."""
+    """One protected category: what it covers, the words that name it, and its two poles.
+
+    ``poles`` orient counterfactual pairs (tier 2): the first is the historically
+    disadvantaged or marked group, the second the contrasting one. Without poles a category's
+    pairs are taken in the order the pair file gives them (the report says so).
+    """
 
     name: str
     label: str
     description: str
     lexicon: tuple[str, ...]
     crows: tuple[str, ...] = ()
+    poles: tuple[Pole, Pole] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,12 +88,21 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
         source = f"{source} + {path}"
     cats = tuple(
         Category(name, c.get("label", name), c["description"],
-                 tuple(t.lower() for t in c.get("lexicon", [])), tuple(c.get("crows", [])))
+                 tuple(t.lower() for t in c.get("lexicon", [])), tuple(c.get("crows", [])),
+                 _poles(c.get("poles")))
         for name, c in base["categories"].items()
     )
     digest = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()
     stop = tuple(s.lower() for s in base.get("stoplist", []))
     return Taxonomy(str(base.get("version", "?")), cats, stop, digest, source)
+
+
+def _poles(raw: Any) -> tuple[Pole, Pole] | None:
+    """Two poles from the taxonomy JSON (``[{"name": .., "terms": [..]}, {..}]``) or None."""
+    if not raw:
+        return None
+    a, b = (Pole(str(p["name"]), tuple(str(t).lower() for t in p["terms"])) for p in raw)
+    return a, b
 
 
 def _read_user_taxonomy(path: Path) -> dict[str, Any]:
@@ -96,7 +119,18 @@ def _read_user_taxonomy(path: Path) -> dict[str, Any]:
     if not isinstance(cats, dict) or bad:
         raise InputError(f"{path}: every category needs a 'description' (bad: {bad[:3]}); "
                          "see autolabel/taxonomy.json for the shape")
+    bad = [k for k, v in cats.items() if "poles" in v and not _valid_poles(v["poles"])]
+    if bad:
+        raise InputError(f"{path}: 'poles' must be two {{\"name\", \"terms\"}} objects (bad: "
+                         f"{bad[:3]}); see autolabel/taxonomy.json for the shape")
     return dict(data)
+
+
+def _valid_poles(raw: Any) -> bool:
+    """Exactly two objects, each with a name and a non-empty list of terms."""
+    return (isinstance(raw, list) and len(raw) == 2 and all(
+        isinstance(p, dict) and p.get("name") and isinstance(p.get("terms"), list)
+        and p["terms"] for p in raw))
 
 
 def _merge_taxonomy(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
@@ -122,10 +156,12 @@ def _strip_stoplist(text: str, stoplist: Sequence[str]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _term_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex per lexicon: whole words/phrases, optional plural 's'/'es'."""
+def _term_pattern(terms: tuple[str, ...], capture: bool = False) -> re.Pattern[str]:
+    """One regex per lexicon: whole words/phrases, optional plural 's'/'es' (the bare term in
+    group ``term`` when ``capture``)."""
     alts = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
-    return re.compile(rf"(?<![\w-])(?:{alts})(?:s|es)?(?![\w-])")
+    group = "?P<term>" if capture else "?:"
+    return re.compile(rf"(?<![\w-])({group}{alts})(?:s|es)?(?![\w-])")
 
 
 def lexicon_matches(text: str, taxonomy: Taxonomy) -> dict[str, list[str]]:
@@ -136,6 +172,23 @@ def lexicon_matches(text: str, taxonomy: Taxonomy) -> dict[str, list[str]]:
         hits = sorted({m.group(0) for m in _term_pattern(cat.lexicon).finditer(clean)})
         if hits:
             found[cat.name] = hits
+    return found
+
+
+def pole_matches(text: str, category: Category, stoplist: Sequence[str]) -> set[int]:
+    """Which of the category's poles (0, 1) ``text`` names, stop-list aware (empty: none)."""
+    if category.poles is None:
+        return set()
+    owner: dict[str, set[int]] = {}
+    for i, pole in enumerate(category.poles):
+        for term in pole.terms:
+            owner.setdefault(term, set()).add(i)
+    found: set[int] = set()
+    # One pattern over both poles, longest term first: "Mrs" is the term "mrs" (female),
+    # not "mr" + plural "s" (male).
+    for match in _term_pattern(tuple(owner), capture=True).finditer(
+            _strip_stoplist(text, stoplist)):
+        found |= owner[match.group("term")]
     return found
 
 

@@ -1,8 +1,10 @@
 """Audit rows: the audited SAE, the labels an audit reads, finished audits, audits and flags.
 
 An audit decides whether it has work from these reads alone (SAE row by weights hash, collected
-feature indices, best labels, a finished audit with the same key), so a repeated audit costs no
-model load. Its write is one transaction: run row, audit row, flags and the final status.
+feature indices, labels with their trust verdicts, a finished audit with the same key), so a
+repeated audit costs no model load. Its write is one transaction: run row, audit row (with its
+document id, unique across databases), flags and the final status. The report cards also read
+each flagged feature's own top corpus examples from here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from autolabel.db import Audit, Explanation, Feature, Flag, Score
+from autolabel.db import Audit, Explanation, Feature, Flag, unpack_array
+from autolabel.db import Example as ExampleRow
+from autolabel.store.collections import ACT_DTYPE, TOKEN_DTYPE
+from autolabel.store.labels import Label, feature_labels
 from autolabel.store.runs import close_run, insert_run
 from autolabel.store.saes import SAEIdentity, find_sae_by_hash, register_sae
 
@@ -31,11 +36,12 @@ class AuditedSAE:
 
 @dataclass(frozen=True)
 class FinishedAudit:
-    """A finished audit's id, report path and stored summary."""
+    """A finished audit's id, report path, stored summary and document id."""
 
     audit_id: int
     report_path: str
     summary: dict[str, Any]
+    document_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,38 +70,56 @@ def collected_indices(session: Session, sae_id: int) -> list[int]:
     return sorted(session.scalars(select(Feature.index).where(Feature.sae_id == sae_id)))
 
 
-def best_labels(session: Session, sae_id: int,
-                indices: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """Feature index -> its best (else newest) ok explanation, with scores and floors.
+def audit_labels(session: Session, sae_id: int,
+                 indices: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Feature index -> its label (:func:`~autolabel.store.labels.feature_labels`) as JSON.
 
-    These are the audit's tier-1 inputs and part of its key, so the shape is stable JSON.
+    Every feature with a row gets an entry, verdict included (trusted, weak, at_floor,
+    rejected, unscored); the audit uses only trusted and weak texts as tier-1 evidence. These
+    are the audit's tier-1 inputs and part of its key, so the shape is stable JSON.
     """
-    rows = session.execute(
-        select(Feature.index, Explanation)
-        .join(Explanation, Explanation.feature_id == Feature.id)
-        .where(Feature.sae_id == sae_id, Explanation.status == "ok", Explanation.text.is_not(None))
-        .order_by(Explanation.is_best, Explanation.created_at, Explanation.id)
-    ).all()
     wanted = set(indices)
-    best: dict[int, Explanation] = {int(i): e for i, e in rows if int(i) in wanted}  # last wins
-    scores = _scores_by_explanation(session, [e.id for e in best.values()])
-    return {idx: {"id": e.id, "text": e.text, "explainer": e.explainer,
-                  "llm_model": e.llm_model, "prompt_hash": e.prompt_hash,
-                  "scores": scores.get(e.id, [])}
-            for idx, e in best.items()}
+    ids = {int(fid): int(idx) for idx, fid in session.execute(
+        select(Feature.index, Feature.id).where(Feature.sae_id == sae_id)).tuples()
+        if int(idx) in wanted}
+    labels = feature_labels(session, sorted(ids))
+    hashes = dict(session.execute(select(Explanation.id, Explanation.prompt_hash).where(
+        Explanation.id.in_([lab.explanation_id for lab in labels.values()
+                            if lab.explanation_id is not None]))).tuples().all())
+    return {ids[fid]: _label_json(lab, hashes.get(lab.explanation_id or -1))
+            for fid, lab in labels.items() if lab.text is not None or lab.verdict == "rejected"}
 
 
-def _scores_by_explanation(session: Session,
-                           ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
-    """Every score of these explanations (one query), in insertion order."""
-    out: dict[int, list[dict[str, Any]]] = {}
-    if not ids:
-        return out
-    query = select(Score).where(Score.explanation_id.in_(list(ids))).order_by(Score.id)
-    for s in session.scalars(query):
-        out.setdefault(s.explanation_id, []).append(
-            {"scorer": s.scorer, "simulator": s.simulator, "value": s.value,
-             "floor": s.floor_value, "n": s.n_examples})
+def _label_json(lab: Label, prompt_hash: str | None) -> dict[str, Any]:
+    """The label fields an audit keys on and shows."""
+    return {"id": lab.explanation_id, "text": lab.text, "verdict": lab.verdict,
+            "prompt_hash": prompt_hash,
+            "explainer": lab.explainer or "", "llm_model": lab.llm_model, "scorer": lab.scorer,
+            "simulator": lab.simulator, "score": lab.score, "floor": lab.floor,
+            "null_p95": lab.null_p95, "ci": [lab.ci_low, lab.ci_high],
+            "selected_on": lab.selected_on}
+
+
+def top_examples(session: Session, sae_id: int, indices: Sequence[int],
+                 k: int = 3) -> dict[int, list[tuple[Any, Any, float]]]:
+    """Per feature index, its ``k`` highest-activating stored corpus windows from distinct
+    documents: (token ids, per-token activations, max activation). Empty when not collected."""
+    feats = dict(session.execute(select(Feature.id, Feature.index).where(
+        Feature.sae_id == sae_id, Feature.index.in_(list(indices)))).tuples().all())
+    rows = session.scalars(select(ExampleRow).join(
+        Feature, (Feature.id == ExampleRow.feature_id)
+        & (Feature.collection_id == ExampleRow.collection_id))
+        .where(ExampleRow.feature_id.in_(list(feats)), ExampleRow.kind == "top")
+        .order_by(ExampleRow.feature_id, ExampleRow.max_activation.desc(), ExampleRow.id))
+    out: dict[int, list[tuple[Any, Any, float]]] = {int(i): [] for i in indices}
+    seen: set[tuple[int, str]] = set()
+    for r in rows:
+        idx = int(feats[r.feature_id])
+        if len(out[idx]) >= k or (idx, r.document_id) in seen:
+            continue
+        seen.add((idx, r.document_id))
+        out[idx].append((unpack_array(r.token_ids, TOKEN_DTYPE),
+                         unpack_array(r.activations, ACT_DTYPE), float(r.max_activation)))
     return out
 
 
@@ -106,7 +130,7 @@ def find_finished_audit(session: Session, sae_id: int, key: str) -> FinishedAudi
                          .order_by(Audit.id.desc()))
     if row is None or not row.report_path:
         return None
-    return FinishedAudit(row.id, row.report_path, dict(row.summary or {}))
+    return FinishedAudit(row.id, row.report_path, dict(row.summary or {}), row.document_id)
 
 
 def start_audit(session: Session, *, sae_id: int, key: str, pairs: str,
@@ -117,6 +141,13 @@ def start_audit(session: Session, *, sae_id: int, key: str, pairs: str,
     session.add(audit)
     session.flush()
     return AuditIds(run_id, audit.id)
+
+
+def set_document_id(session: Session, audit_id: int, document_id: str) -> None:
+    """Record the audit's document id (known once the audit row has its id)."""
+    audit = session.get(Audit, audit_id)
+    if audit is not None:
+        audit.document_id = document_id
 
 
 def insert_flags(session: Session, audit_id: int, sae_id: int,

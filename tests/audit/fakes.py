@@ -37,10 +37,15 @@ def word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
                                    bos_token="<bos>", unk_token="<unk>", padding_side="left")
 
 
-def tiny_audit_subject(seed: int = 0) -> SubjectModel:
-    """A random 2-layer Gemma 3 cut at layer 0, with a tokenizer covering the built-in pairs."""
-    texts = [t for p in builtin_pairs() for t in (p.text_a, p.text_b)]
-    tokenizer = word_tokenizer(texts + ["<script>alert(1)</script>"])
+def pair_texts() -> list[str]:
+    """Both sentences of every built-in pair."""
+    return [t for p in builtin_pairs() for t in (p.text_a, p.text_b)]
+
+
+def tiny_audit_subject(seed: int = 0, texts: Sequence[str] = ()) -> SubjectModel:
+    """A random 2-layer Gemma 3 cut at layer 0, with a tokenizer covering the built-in pairs
+    (and ``texts``, e.g. the sentences of a CrowS-Pairs or WinoBias fixture)."""
+    tokenizer = word_tokenizer(pair_texts() + list(texts) + ["<script>alert(1)</script>"])
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -109,12 +114,17 @@ def context_words(n: int, seed: int = 0) -> list[str]:
 
 
 def planted_sae(subject: SubjectModel, targets: dict[int, set[str]], n_random: int = 20,
-                seed: int = 0) -> FakeSAE:
+                seed: int = 0, texts: Sequence[str] = ()) -> FakeSAE:
     """Feature i fires only on the words in ``targets[i]`` (threshold fitted on the pair
-    sentences); ``n_random`` more features fire on random context words ("random features":
-    words the counterfactual swaps never change)."""
-    texts = [t for p in builtin_pairs() for t in (p.text_a, p.text_b)]
-    resid, toks = token_residuals(subject, texts)
+    sentences and ``texts``); ``n_random`` more features fire on random context words
+    ("random features": words the counterfactual swaps never change)."""
+    all_texts = pair_texts() + list(texts)
+    chunks, toks = [], []
+    for lo in range(0, len(all_texts), 256):  # batches: long texts would pad everything
+        r, tk = token_residuals(subject, all_texts[lo:lo + 256])
+        chunks.append(r)
+        toks.extend(tk)
+    resid = torch.cat(chunks)
     targets = dict(targets)
     for j, word in enumerate(context_words(n_random, seed)):
         targets[len(targets) + j * 0] = {word}

@@ -56,11 +56,15 @@ def test_crows_loader_on_small_file(tmp_path: Path) -> None:
         '0,"Poor people are lazy.","Rich people are lazy.",stereo,socioeconomic\n'
         '1,"He was a good nurse.","She was a good nurse.",antistereo,gender\n'
         '2,"Same.","Same.",stereo,age\n')
-    pairs = parse_pairs_spec(f"crows:{csv}")
+    pairs, sources = load_pair_sets(f"crows:{csv}")
     crows = [p for p in pairs if p.source == "crows"]
+    # sent_more is the more stereotypical sentence in both "stereo" rows (about the
+    # disadvantaged group) and "antistereo" rows (about the advantaged one), so text_a is
+    # always the stereotype-consistent side; which side is which group is decided by orient.
     assert [(p.term_a, p.term_b, p.category, p.direction) for p in crows] == [
-        ("Poor", "Rich", "socioeconomic", "stereo"), ("He", "She", "gender", "anti")]
+        ("Poor", "Rich", "socioeconomic", "stereo"), ("He", "She", "gender", "stereo")]
     assert any(p.category == NEUTRAL for p in pairs)  # control always added
+    assert sources[0].skipped == {"sentences identical or one only inserts words": 1}
 
 
 def test_winobias_loader_on_small_files(tmp_path: Path) -> None:
@@ -75,9 +79,22 @@ def test_winobias_loader_on_small_files(tmp_path: Path) -> None:
     assert sources[0].licence.startswith("MIT") and len(sources[0].sha256) == 64
 
 
+def test_winobias_lines_differing_in_several_words_are_counted(tmp_path: Path) -> None:
+    (tmp_path / "pro_stereotyped_type1.txt.dev").write_text(
+        "1 [The nurse] met the chef because [she] was hungry.\n"
+        "2 [The nurse] met the chef because [she] was hungry.\n")
+    (tmp_path / "anti_stereotyped_type1.txt.dev").write_text(
+        "1 [The nurse] met the chef because [he] was hungry.\n"
+        "2 [The cook] met the boss because [he] was hungry.\n")
+    pairs, sources = load_pair_sets(f"winobias:{tmp_path}")
+    assert sum(p.source == "winobias" for p in pairs) == 1
+    assert sum(sources[0].skipped.values()) == 1
+
+
 @pytest.mark.parametrize("spec,match", [
     ("crows:/nope.csv", "does not exist"), ("bogus", "unknown pair source"),
-    ("", "empty pairs spec"), ("winobias:/tmp", "no WinoBias")])
+    ("", "empty pairs spec"), ("winobias:/tmp", "no WinoBias"),
+    ("pairs:/nope.csv", "does not exist")])
 def test_bad_specs_are_one_line_errors(spec: str, match: str) -> None:
     with pytest.raises(InputError, match=match) as info:
         parse_pairs_spec(spec)
@@ -96,3 +113,5 @@ def test_shared_crows_and_winobias() -> None:
         assert p.term_a and p.term_b and after_a.split() == after_b.split() or (
             "".join(after_a.split()) == "".join(after_b.split()))
     assert {s.kind for s in sources} == {"builtin", "crows", "winobias"}
+    crows = next(s for s in sources if s.kind == "crows")
+    assert crows.count + sum(crows.skipped.values()) == 1508  # every row used or counted

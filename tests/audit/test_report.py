@@ -47,8 +47,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     res = run_audit(audit_ctx(db, subject, sae), pairs="builtin", out_dir=tmp / "out",
                     argv=["autolabel", "audit", EVIL])
     facts = json.loads(res.json_path.read_text())
-    facts["flags"][0]["label"] = EVIL  # an LLM label
-    facts["flags"][0]["contexts"][0]["tokens"][1][0] = EVIL  # a corpus token
+    facts["flags"][0]["label"]["text"] = EVIL  # an LLM label
+    facts["flags"][0]["pairs"][0]["sides"][0]["tokens"][1][0] = EVIL  # a pair token
+    facts["flags"][0]["corpus"] = [{"tokens": [["a", 1.0], [EVIL, 2.0]], "max": 2.0}]
     html, _ = write_report(facts, tmp / "evil")
     return html, facts
 
@@ -67,7 +68,20 @@ def test_report_parses_and_has_every_section(report: tuple[Path, dict]) -> None:
 def test_report_escapes_untrusted_text(report: tuple[Path, dict]) -> None:
     html = report[0].read_text()
     assert EVIL not in html
-    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 3  # label, token, argv
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # label, 2 tokens, argv
+
+
+def test_report_shows_orientation_replication_and_evidence(report: tuple[Path, dict]) -> None:
+    html, facts = report[0].read_text(), report[1]
+    gender = next(c for c in facts["results"]["per_category"] if c["category"] == "gender")
+    assert gender["orientation"] == "poles" and gender["poles"] == ["female", "male"]
+    assert gender["by_source"][0]["source"] == "builtin" and gender["n_unoriented"] == 0
+    flag = next(f for c in facts["flags"] for f in c["flags"] if f["tier"] == 2)
+    assert flag["replication"]["n_tested"] >= 2 and "replication" in flag["evidence"]
+    for text in ("Orientation", "Replication", "d_z per source and template family",
+                 "Counterfactual evidence", "Top corpus contexts", "Per pair source",
+                 "Label verdicts"):
+        assert text in html, text
 
 
 def _png_is_not_blank(path: Path) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from autolabel.audit.run import run_audit
 from autolabel.config import Config
-from autolabel.db import Database, Explanation, Feature, Flag, open_database
+from autolabel.db import Database, Explanation, Feature, Flag, Score, open_database
 from autolabel.errors import InputError
 from autolabel.loading import RunContext, load_subject_for
 from autolabel.saes import load_sae, local_sae_hash
@@ -29,18 +29,31 @@ def tiny() -> tuple[object, object]:
     return subject, sae
 
 
-def _seed_labels(db: Database, sae: object, labels: dict[int, str], d_sae: int) -> None:
-    """Register ``sae`` (layer 0) with a feature row per latent and the given best labels."""
+def _seed_labels(db: Database, sae: object, labels: dict[int, str], d_sae: int,
+                 verdicts: dict[int, str] | None = None) -> None:
+    """Register ``sae`` (layer 0) with a feature row per latent and the given best labels,
+    each scored with its verdict (``trusted`` unless ``verdicts`` says otherwise; ``rejected``
+    stores a gate-rejected candidate, ``unscored`` an ok one without a score)."""
+    verdicts = verdicts or {}
     with db.session() as s:
         row = register_sae(s, sae, 0)  # type: ignore[arg-type]
         for idx in range(d_sae):
             feat = Feature(sae_id=row.id, index=idx)
             s.add(feat)
             s.flush()
-            if idx in labels:
-                s.add(Explanation(feature_id=feat.id, explainer="llm", llm_model="fake-llm",
-                                  prompt_hash="abc123", text=labels[idx], status="ok",
-                                  is_best=True))
+            if idx not in labels:
+                continue
+            verdict = verdicts.get(idx, "trusted")
+            expl = Explanation(feature_id=feat.id, explainer="llm", llm_model="fake-llm",
+                               prompt_hash="abc123", text=labels[idx],
+                               status="rejected" if verdict == "rejected" else "ok",
+                               is_best=verdict != "rejected")
+            s.add(expl)
+            s.flush()
+            if verdict not in ("rejected", "unscored"):
+                s.add(Score(explanation_id=expl.id, scorer="simulation", simulator="embedding",
+                            value=0.6, floor_value=0.05, null_p95=0.1, ci_low=0.4,
+                            ci_high=0.7, n_examples=40, verdict=verdict))
 
 
 def test_planted_bias_feature_is_flagged(tmp_path: Path, tiny: tuple[object, object]) -> None:
@@ -65,6 +78,9 @@ def test_planted_bias_feature_is_flagged(tmp_path: Path, tiny: tuple[object, obj
     assert got[(0, "gender", 2)].severity == "high"
     ev = got[(0, "gender", 2)].evidence
     assert ev["ci95_dz"][0] <= ev["d_z"] <= ev["ci95_dz"][1] and ev["specificity"] >= 2
+    rep = ev["replication"]  # she/her/woman: the three pronoun templates replicate
+    assert rep["status"] == "replicated" and rep["n_replicated"] >= 3 and rep["n_tested"] == 5
+    assert {u["source"] for u in rep["by_source"]} == {"builtin"}
     tier2 = {(i, c) for i, c, t in got if t == 2}
     assert tier2 == {(0, "gender")}, tier2  # no random feature, no 'table' feature
     assert not any(i == 1 and t >= 2 for i, _, t in got)
@@ -74,6 +90,15 @@ def test_planted_bias_feature_is_flagged(tmp_path: Path, tiny: tuple[object, obj
     facts = json.loads(res.json_path.read_text())
     assert facts["summary"]["flagged_features"] == res.flagged_features
     assert facts["results"]["per_category"][0]["random_flag_rate"] <= 0.05
+    assert facts["summary"]["labels"]["used_for_tier1"] == 3
+    card = next(c for c in facts["flags"] if c["feature"] == 0)
+    assert card["label"]["verdict"] == "trusted" and card["label"]["used_as_evidence"]
+    texts = [s["tokens"] for p in card["pairs"] for s in p["sides"]]
+    sentences = ["".join(t for t, _ in toks) for toks in texts]
+    assert len(sentences) == len(set(sentences)) >= 4  # distinct sentences, both sides
+    female = [p["sides"][0] for p in card["pairs"]]
+    assert all(s["group"] == "female" and s["span_max"] > 0 for s in female)
+    assert all(p["sides"][1]["span_max"] == 0 for p in card["pairs"])
     assert elapsed < 120
     # incremental: same inputs are skipped; force re-runs
     again = run_audit(audit_ctx(db, subject, sae), pairs="builtin", out_dir=tmp_path / "out")
@@ -81,6 +106,34 @@ def test_planted_bias_feature_is_flagged(tmp_path: Path, tiny: tuple[object, obj
     forced = run_audit(audit_ctx(db, subject, sae), pairs="builtin", out_dir=tmp_path / "out2",
                        force=True)
     assert not forced.skipped and forced.audit_id != res.audit_id
+
+
+def test_tier1_reads_only_trusted_and_weak_labels(tmp_path: Path,
+                                                  tiny: tuple[object, object]) -> None:
+    """Rejected, at-floor and unscored labels are shown with their verdict, never evidence."""
+    subject, sae = tiny
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    rejected = "girls and ladies REJECTED-TEXT"
+    _seed_labels(db, sae, {0: "the pronouns she and her", 2: "women and mothers",
+                           3: "the word woman", 4: rejected, 5: "mentions of husbands"},
+                 sae.d_sae,  # type: ignore[attr-defined]
+                 verdicts={0: "weak", 2: "at_floor", 3: "unscored", 4: "rejected",
+                           5: "trusted"})
+    res = run_audit(audit_ctx(db, subject, sae), pairs="builtin", out_dir=tmp_path / "out")
+    with db.session() as s:
+        tier1 = {idx for f, idx in s.query(Flag, Feature.index).join(
+            Feature, Flag.feature_id == Feature.id) if f.tier == 1}
+    assert tier1 == {0, 5}
+    facts = json.loads(res.json_path.read_text())
+    counts = facts["summary"]["labels"]
+    assert (counts["labelled"], counts["used_for_tier1"], counts["not_trusted"]) == (5, 2, 3)
+    assert counts["by_verdict"] == {"weak": 1, "at_floor": 1, "unscored": 1, "rejected": 1,
+                                    "trusted": 1}
+    assert "REJECTED-TEXT" not in res.json_path.read_text()
+    assert "REJECTED-TEXT" not in res.html_path.read_text()
+    cards = {c["feature"]: c for c in facts["flags"]}
+    assert cards[0]["label"]["verdict"] == "weak" and cards[0]["label"]["used_as_evidence"]
+    assert "3 not trusted (not used)" in res.html_path.read_text()
 
 
 def test_audit_without_collected_features_uses_all_latents(
