@@ -10,6 +10,7 @@ future on-disk index) is built by the caller.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ class SearchFilters:
     scorer: str = "simulation"
     explainer: str | None = None
     flagged: str | None = None
+    # Label verdicts to keep (None: all but rejected). Checked on the feature's label in
+    # Python (autolabel.store.labels), not in SQL, so has_filters() ignores it.
+    verdicts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class HitRow:
     density: float | None
     sae: str
     layer: int | None
+    llm_model: str | None = None
+    model_id: str | None = None
 
 
 def has_filters(filters: SearchFilters) -> bool:
@@ -184,6 +190,95 @@ def embedding_token(conn: Connection, model: str) -> int:
     ).scalar_one())
 
 
+@dataclass(frozen=True)
+class EmbeddingState:
+    """What identifies a model's vector rows, for telling whether a saved index still fits:
+    the first row and the row the index was made up to, each with its vector's digest (SQLite
+    reuses ids: a table emptied and refilled restarts at 1), the max id and the count."""
+
+    count: int
+    dim: int
+    max_id: int
+    first_id: int
+    first_explanation: int
+    first_digest: str  # digest of the first row's vector
+    digest_at: str  # digest of the vector of row ``at`` (asked for), "" when that row is gone
+
+
+def vector_digest(blob: bytes | None) -> str:
+    """A short content digest of one stored vector."""
+    return "" if blob is None else hashlib.sha1(bytes(blob)).hexdigest()[:16]
+
+
+def embedding_state(conn: Connection, model: str, at: int = 0) -> EmbeddingState:
+    """The identity of ``model``'s vector rows (count is a scan: ~0.1 s at 1M, so this runs
+    when an index is opened, not per query; per query :func:`embedding_token` suffices)."""
+    count, dim, max_id = conn.execute(text(
+        "SELECT count(*), coalesce(max(dim), 0), coalesce(max(id), 0) FROM embeddings"
+        " WHERE model = :m"), {"m": model}).one()
+    first = conn.execute(text(
+        "SELECT id, explanation_id, vector FROM embeddings WHERE model = :m ORDER BY id"
+        " LIMIT 1"), {"m": model}).first()
+    blob = conn.execute(text("SELECT vector FROM embeddings WHERE id = :i AND model = :m"),
+                        {"i": int(at), "m": model}).scalar() if at else None
+    return EmbeddingState(count=int(count), dim=int(dim), max_id=int(max_id),
+                          first_id=int(first[0]) if first else 0,
+                          first_explanation=int(first[1]) if first else 0,
+                          first_digest=vector_digest(first[2] if first else None),
+                          digest_at=vector_digest(blob))
+
+
+def vectors_after(conn: Connection, model: str, after: int) -> Iterator[tuple[int, int, bytes]]:
+    """(embedding id, dim, float32 blob) of ``model``'s rows with id > ``after``, by id,
+    streamed in large partitions (index builds read a million rows this way)."""
+    sql = text("SELECT id, dim, vector FROM embeddings WHERE model = :m AND id > :a ORDER BY id")
+    for part in conn.execute(sql, {"m": model, "a": int(after)}).partitions(_PARTITION):
+        for eid, dim, blob in part:
+            yield int(eid), int(dim), bytes(blob)
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    """An index candidate that still exists, is ok and passes the filters."""
+
+    embedding_id: int
+    explanation_id: int
+    feature_id: int
+    vector: bytes
+
+
+def live_candidates(conn: Connection, model: str, embedding_ids: Sequence[int],
+                    filters: SearchFilters) -> dict[int, VectorHit]:
+    """Those index keys whose row still exists under ``model``, whose explanation is ok and
+    passes the filters, with the stored float32 vector (to re-score exactly), by key."""
+    if not embedding_ids:
+        return {}
+    where, params = _filter_sql(filters)
+    sql = text(
+        "SELECT m.id, e.id, e.feature_id, m.vector FROM embeddings m"
+        f" JOIN explanations e ON e.id = m.explanation_id {_JOINS}"
+        " WHERE m.id IN :ids AND m.model = :m AND e.status = 'ok'"
+        + "".join(f" AND {w}" for w in where)
+    ).bindparams(bindparam("ids", expanding=True))
+    rows = conn.execute(sql, {"ids": [int(i) for i in embedding_ids], "m": model, **params})
+    return {int(r[0]): VectorHit(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows}
+
+
+def filtered_vectors(conn: Connection, model: str,
+                     filters: SearchFilters) -> Iterator[tuple[int, int, bytes]]:
+    """(explanation id, feature id, blob) of every ok, filter-passing vector of ``model``:
+    the exact scan when filters leave too few rows for the index's candidates to reach."""
+    where, params = _filter_sql(filters)
+    sql = text(
+        "SELECT e.id, e.feature_id, m.vector FROM embeddings m"
+        f" JOIN explanations e ON e.id = m.explanation_id {_JOINS}"
+        " WHERE m.model = :m AND e.status = 'ok'" + "".join(f" AND {w}" for w in where)
+    )
+    for part in conn.execute(sql, {"m": model, **params}).partitions(_PARTITION):
+        for eid, fid, blob in part:
+            yield int(eid), int(fid), bytes(blob)
+
+
 def alive_explanations(conn: Connection, model: str, explanation_ids: Sequence[int]) -> set[int]:
     """Those of the explanations that still have a vector under ``model``."""
     sql = text(
@@ -230,7 +325,8 @@ def hit_rows(conn: Connection, explanation_ids: Sequence[int],
     """Details of those explanations that are (still) ok and pass the filters, by id."""
     where, params = _filter_sql(filters)
     sql = text(
-        'SELECT e.id, e.text, e.explainer, f.id, f."index", f.density, s.name, s.layer'
+        'SELECT e.id, e.text, e.explainer, f.id, f."index", f.density, s.name, s.layer,'
+        " e.llm_model, s.model_id"
         f" FROM explanations e {_JOINS} WHERE e.id IN :ids AND e.status = 'ok'"
         + "".join(f" AND {w}" for w in where)
     ).bindparams(bindparam("ids", expanding=True))

@@ -49,6 +49,19 @@ def add_explanation(database: Database, feature_id: int, body: str | None, *,
         return exp.id
 
 
+def add_legacy_explanation(database: Database, feature_id: int, body: str | None, *,
+                           status: str = "ok", candidate: int = 0) -> int:
+    """An explanation row written with the columns of migration 0001 only (for databases held
+    at an old revision, where the ORM model has columns the table does not)."""
+    with database.engine.begin() as conn:
+        result = conn.execute(text(
+            "INSERT INTO explanations (feature_id, explainer, llm_model, prompt_hash, candidate,"
+            " text, status, settings, is_best, created_at)"
+            " VALUES (:f, 'llm', '', '', :c, :t, :s, '{}', 0, '2026-01-01')"),
+            {"f": feature_id, "c": candidate, "t": body, "s": status})
+        return int(result.lastrowid or 0)
+
+
 def add_score(database: Database, explanation_id: int, value: float, floor: float,
               scorer: str = "simulation") -> None:
     with database.session() as s:

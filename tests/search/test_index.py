@@ -9,7 +9,14 @@ from sqlalchemy import delete, text, update
 from autolabel import db as dbm
 from autolabel.db import Database, Explanation, Feature, SAERecord
 from autolabel.search import SearchFilters, search
-from tests.search.helpers import add_explanation, add_feature, add_sae, fts_rows, refs
+from tests.search.helpers import (
+    add_explanation,
+    add_feature,
+    add_legacy_explanation,
+    add_sae,
+    fts_rows,
+    refs,
+)
 
 
 def test_drift_clean_after_search_migration(database: Database) -> None:
@@ -23,8 +30,8 @@ def test_migration_backfills_existing_rows(sqlite_url: str) -> None:
     dbm.upgrade(database.engine, "0001")
     sae = add_sae(database, "old", 3)
     feature = add_feature(database, sae, 5)
-    ok = add_explanation(database, feature, "legacy citations of statutes")
-    add_explanation(database, feature, "refused text", status="refused", candidate=1)
+    ok = add_legacy_explanation(database, feature, "legacy citations of statutes")
+    add_legacy_explanation(database, feature, "refused text", status="refused", candidate=1)
     dbm.upgrade(database.engine)
     assert fts_rows(database) == {ok: "legacy citations of statutes"}
     hits = search(database, "statutes", mode="keyword")
