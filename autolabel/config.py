@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autolabel.errors import ConfigError, InputError
 from autolabel.selection import check_feature_spec
@@ -76,7 +76,23 @@ class CorpusConfig(Section):
     text_field: str = "text"
     window: int = Field(64, ge=8, description="tokens per context window, BOS included")
     seed: int = 0
-    test_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="documents held out for scoring")
+    test_fraction: float = Field(
+        0.3, gt=0.0, lt=1.0, description="documents held out to report the chosen label's score"
+    )
+    validation_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="documents held out to choose among candidate labels"
+    )
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> CorpusConfig:
+        """Train documents are what is left: the held-out fractions must leave some."""
+        if self.test_fraction + self.validation_fraction >= 1.0:
+            raise ValueError(
+                f"test_fraction + validation_fraction = "
+                f"{self.test_fraction + self.validation_fraction:g} leaves no train documents; "
+                "keep their sum below 1 (defaults 0.3 + 0.2)"
+            )
+        return self
 
 
 class CollectConfig(Section):
@@ -87,9 +103,11 @@ class CollectConfig(Section):
     batch_size: int = Field(8, gt=0)
     train_top: int = Field(20, ge=0)
     train_quantile: int = Field(10, ge=0)
+    validation_top: int = Field(10, ge=0)
+    validation_quantile: int = Field(10, ge=0)
     test_top: int = Field(10, ge=0)
     test_quantile: int = Field(10, ge=0)
-    random: int = Field(20, ge=0)
+    random: int = Field(20, ge=0, description="silent windows kept per held-out split")
     n_bins: int = Field(5, gt=0)
 
     @field_validator("features")
@@ -127,6 +145,16 @@ class ExplainConfig(Section):
 
     explainers: list[ExplainerName] = Field(default_factory=lambda: _explainers("tokens", "llm"))
     k: int = Field(1, gt=0, description="LLM candidates per feature (best-of-k)")
+    template: Literal["auto", "bills", "delphi", "pairs"] = Field(
+        "auto", description="explain prompt family: delphi (<<marked>> running text), pairs "
+        "(token-activation pairs), bills (Bills et al. 2023); auto: measured default")
+    variant: Literal["auto", "completion", "chat"] = Field(
+        "auto", description="completion prompt (base models) or chat prompt (instruct "
+        "models, chat-only servers); auto: completion for local, chat for servers")
+    max_chars: int = Field(160, ge=20, le=300, description="quality gate: longest "
+                           "explanation accepted, in characters")
+    max_words: int = Field(24, ge=3, description="quality gate: longest explanation "
+                           "accepted, in words")
 
 
 class ScoringConfig(Section):
@@ -135,6 +163,14 @@ class ScoringConfig(Section):
     scorers: list[ScorerName] = Field(default_factory=lambda: _scorers("simulation"))
     simulator: Literal["llm", "embedding", "auto"] = "auto"
     seed: int = 0
+    # The verdict rule (issue 13): trusted when the bootstrap CI's low end is above the null's
+    # (1 - verdict_alpha) quantile; both come from the stored predictions, no extra LLM call.
+    verdict_alpha: float = Field(0.05, gt=0.0, lt=0.5, description="CI level 1 - alpha; "
+                                 "null quantile 1 - alpha")
+    n_null: int = Field(100, ge=8, description="null samples per score (sequence "
+                        "permutations, no LLM call)")
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples of held-out sequences "
+                        "for each score's CI")
 
 
 class SearchConfig(Section):
@@ -147,7 +183,9 @@ class SearchConfig(Section):
 class AuditConfig(Section):
     """Bias audit thresholds."""
 
-    pairs: str = Field("builtin", description="builtin[,crows:PATH][,winobias:DIR]")
+    pairs: str = Field("builtin", description="builtin[,crows:PATH][,winobias:DIR]"
+                       "[,pairs:CSV] (CSV columns text_a,text_b,category[,group_a,group_b,"
+                       "direction])")
     q_threshold: float = Field(0.05, gt=0.0, lt=1.0, description="BH q below which to flag")
     effect_threshold: float = Field(0.5, gt=0.0, description="minimum |d_z| to flag")
     specificity: float = Field(
@@ -158,9 +196,14 @@ class AuditConfig(Section):
     n_boot: int = Field(1000, gt=0, description="bootstrap resamples for d_z CIs")
     n_random: int = Field(200, ge=0, description="random residual directions as a baseline")
     seed: int = 0
+    min_unit_pairs: int = Field(5, ge=2, description="oriented pairs a template family or "
+                                "source needs to count as a replication unit")
+    max_batch_tokens: int = Field(4096, ge=64, description="padded tokens per audit forward "
+                                  "batch (length-bucketed)")
     taxonomy: str | None = Field(None, description="JSON file overriding/extending categories")
-    out_dir: str | None = Field(None, description="report folder for `autolabel run` "
-                                "(default: <user data dir>/reports/<sae>)")
+    out_dir: str | None = Field(None, description="parent folder of `autolabel run` reports, "
+                                "one <document id> folder per audit (default: <user data dir>/"
+                                "reports/<database>-<hash>/<sae>)")
 
 
 class RunConfig(Section):
@@ -170,6 +213,20 @@ class RunConfig(Section):
         default_factory=lambda: _stages("collect", "explain", "score", "embed", "audit")
     )
     deadline: float | None = Field(None, gt=0, description="seconds; stop cleanly after this")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: this process; ray: collection sharded over a Ray cluster"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster (host:port of `ray start --head`, or 'auto'); "
+        "default: start a local Ray instance"
+    )
+    ray_workers: int | None = Field(
+        None, gt=0, description="Ray actors (= corpus shards); default: fill the cluster"
+    )
+    ray_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves per actor")
+    ray_gpus_per_worker: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves per actor (e.g. 1 on a GPU cluster)"
+    )
 
 
 class Config(Section):

@@ -10,7 +10,7 @@ read from disk) whether they have any work, and touch :class:`RunContext` attrib
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from autolabel.config import Config
-from autolabel.corpus import batch_windows, corpus_fingerprint, iter_windows
+from autolabel.corpus import (
+    CorpusCut,
+    CorpusPlan,
+    Window,
+    WindowSpec,
+    batch_windows,
+    budgeted_windows,
+    corpus_fingerprint,
+    plan_corpus,
+    shard_windows,
+)
 from autolabel.embed import Embedder, get_embedder
 from autolabel.examples import TokenDecoder
 from autolabel.llm.factory import recorded_client
@@ -59,14 +69,45 @@ def load_subject_for(config: Config) -> SubjectModel:
     return load_subject(s.model, s.layer, device=s.device, dtype=s.dtype)
 
 
-def token_batches(config: Config, tokenizer: Any, max_tokens: int) -> Iterator[Any]:
-    """Padded batches of corpus windows (each document's split decided by its hash)."""
+def window_spec(config: Config) -> WindowSpec:
+    """How the configured corpus becomes windows (source, window, seed, split fractions)."""
     c = config.corpus
-    windows = iter_windows(c.source, tokenizer, window=c.window, seed=c.seed,
-                           test_fraction=c.test_fraction, text_field=c.text_field,
-                           max_tokens=max_tokens)
+    return WindowSpec(c.source, c.window, c.seed, c.test_fraction, c.validation_fraction,
+                      c.text_field)
+
+
+def corpus_windows(config: Config, tokenizer: Any, max_tokens: int | None) -> Iterator[Window]:
+    """The configured corpus's windows, in order, cut at ``max_tokens`` (each document's
+    train / validation / test split decided by its hash)."""
+    for _ordinal, window in budgeted_windows(window_spec(config), tokenizer, max_tokens):
+        yield window
+
+
+def batches_of(config: Config, tokenizer: Any, windows: Iterable[Window]) -> Iterator[Any]:
+    """Windows in padded batches of ``collect.batch_size``, every batch padded to the full
+    window width: a window's activations then do not depend on the windows beside it (so
+    results do not depend on batch size, sharding or executor; see ``corpus.batch_windows``)."""
     pad = tokenizer.pad_token_id
-    return batch_windows(windows, config.collect.batch_size, 0 if pad is None else int(pad))
+    return batch_windows(windows, config.collect.batch_size, 0 if pad is None else int(pad),
+                         width=config.corpus.window)
+
+
+def token_batches(config: Config, tokenizer: Any, max_tokens: int) -> Iterator[Any]:
+    """Padded batches of the corpus's windows, cut at ``max_tokens``."""
+    return batches_of(config, tokenizer, corpus_windows(config, tokenizer, max_tokens))
+
+
+def corpus_plan(config: Config, tokenizer: Any, max_tokens: int) -> CorpusPlan:
+    """One budgeted read of the corpus: where it ends (so shards stop there) and the tally of
+    documents, windows and tokens per split."""
+    return plan_corpus(window_spec(config), tokenizer, max_tokens)
+
+
+def shard_batches(config: Config, tokenizer: Any, cut: CorpusCut, shard: int,
+                  n_shards: int) -> Iterator[Any]:
+    """Padded batches of one shard's windows (documents by hash), up to ``cut``."""
+    windows = shard_windows(window_spec(config), tokenizer, cut, shard, n_shards)
+    return batches_of(config, tokenizer, windows)
 
 
 def train_default_sae(config: Config, subject: SubjectModel, out_dir: Path,
@@ -129,6 +170,7 @@ def collection_spec(config: Config, model_id: str, revision: str | None,
     """The identity of a collection: model, SAE hash, corpus, window, seed, layer, settings."""
     c, k = config.corpus, config.collect
     settings = k.model_dump(exclude={"features", "tokens", "batch_size"})
+    settings["validation_fraction"] = c.validation_fraction  # three splits by document
     return CollectionSpec(
         model_id=model_id, model_revision=revision, sae_hash=sae_hash,
         layer=config.subject.layer, corpus=c.source,

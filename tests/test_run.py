@@ -171,3 +171,26 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted(tiny: dict[str, P
                                  text=True)
         assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
         assert snapshot(db) == expected, point
+
+
+def test_unreachable_ray_address_fails_with_one_line(tiny: dict[str, Path], tmp_path: Path
+                                                     ) -> None:
+    """`run --ray-address` to a port nobody listens on: one Error line, at once, and no run row
+    left `running` (issue 17.4)."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    config, db = write_config(tiny, tmp_path), tmp_path / "ray.db"
+    result = run_cli(config, db, "--ray-address", address)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if line.startswith(("Error:",
+                                                                                 "Created"))]
+    assert f"Error: cannot reach the Ray cluster at {address}" in result.stderr
+    assert "ray start --head" in result.stderr
+    if db.exists():
+        with dbm.open_database(str(db)).session() as s:
+            assert "running" not in {r.status for r in s.scalars(select(dbm.Run))}

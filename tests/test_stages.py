@@ -47,7 +47,7 @@ def test_failures_are_statuses_with_raw_reply(setup: tuple[Config, dbm.Database,
     _, database, _ = setup
     expl = rows(database, dbm.Explanation)
     statuses = {e.status for e in expl if e.explainer == "llm"}
-    assert {"refused", "parse_error", "ok"} <= statuses
+    assert {"refused", "rejected", "ok"} <= statuses  # the echoed records: rejected (gate)
     for e in expl:
         if e.status != "ok":
             assert e.text is None and (e.raw_reply or e.error)

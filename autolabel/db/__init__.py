@@ -48,7 +48,6 @@ from autolabel.db.models import (
     Run,
     SAERecord,
     Score,
-    WorkItem,
     utcnow,
 )
 
@@ -69,7 +68,6 @@ __all__ = [
     "Run",
     "SAERecord",
     "Score",
-    "WorkItem",
     "alembic_config",
     "check_database",
     "check_reachable",

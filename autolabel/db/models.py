@@ -147,7 +147,7 @@ class Example(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"))
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
-    split: Mapped[str] = mapped_column(String(8))
+    split: Mapped[str] = mapped_column(String(16))  # train | validation | test (0007)
     kind: Mapped[str] = mapped_column(String(16))
     bin: Mapped[int | None] = mapped_column(Integer)
     rank: Mapped[int] = mapped_column(Integer)
@@ -160,7 +160,7 @@ class Example(Base):
         UniqueConstraint(
             "feature_id", "collection_id", "split", "kind", "rank", name="uq_examples_identity"
         ),
-        CheckConstraint("split IN ('train','test')", name="split"),
+        CheckConstraint("split IN ('train','validation','test')", name="split"),
         CheckConstraint("kind IN ('top','quantile','random')", name="kind"),
         Index("ix_examples_feature_split_kind", "feature_id", "split", "kind"),
     )
@@ -208,12 +208,17 @@ class Explanation(Base):
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    # Issue 13 (migration 0006): the quality gate's reason code for a ``rejected`` candidate,
+    # and the gate version that judged it (NULL: judged before the gate; re-checked).
+    reason: Mapped[str | None] = mapped_column(String(32))
+    gate_version: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (
         UniqueConstraint(
             "feature_id", "explainer", "llm_model", "prompt_hash", "candidate",
             name="uq_explanations_identity",
         ),
-        CheckConstraint("status IN ('ok','parse_error','refused','error')", name="status"),
+        CheckConstraint("status IN ('ok','parse_error','refused','error','rejected')",
+                        name="status"),
         Index("ix_explanations_feature", "feature_id", "status"),
     )
 
@@ -238,9 +243,20 @@ class Score(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    # Issue 13 (migration 0005): ``value`` is the test-split score (the one reported);
+    # ``validation_value`` the one best-of-k chooses by; null summary, bootstrap CI, verdict.
+    validation_value: Mapped[float | None] = mapped_column(Float)
+    null_mean: Mapped[float | None] = mapped_column(Float)
+    null_p95: Mapped[float | None] = mapped_column(Float)
+    null_n: Mapped[int | None] = mapped_column(Integer)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(16))
     __table_args__ = (
         UniqueConstraint("explanation_id", "scorer", "simulator", name="uq_scores_identity"),
         Index("ix_scores_scorer_value", "scorer", "value"),
+        CheckConstraint("verdict IS NULL OR verdict IN ('trusted','weak','at_floor',"
+                        "'unscored')", name="verdict"),
     )
 
 
@@ -275,6 +291,8 @@ class Audit(Base):
     report_path: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Migration 0008: "AUD-<database hash>-<id>", unique across databases (NULL before 0008).
+    document_id: Mapped[str | None] = mapped_column(String(40))
     __table_args__ = (Index("ix_audits_sae", "sae_id", "created_at"),)
 
 
@@ -300,36 +318,4 @@ class Flag(Base):
         UniqueConstraint("audit_id", "feature_id", "category", "tier", name="uq_flags_identity"),
         CheckConstraint("tier IN (1, 2, 3)", name="tier"),
         Index("ix_flags_category", "category", "tier"),
-    )
-
-
-class WorkItem(Base):
-    """A batch of features for ``autolabel run --worker`` (PostgreSQL work queue).
-
-    Workers claim rows with ``FOR UPDATE SKIP LOCKED`` and refresh ``heartbeat_at`` while they
-    work; a claimed row whose heartbeat is older than the stale timeout belongs to a dead worker
-    and is claimed again. ``key`` names the work (collection + explain/score settings), so the
-    same config planned twice reuses its rows and a changed config gets new ones.
-    """
-
-    __tablename__ = "work_items"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sae_id: Mapped[int] = mapped_column(ForeignKey("saes.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(64))
-    feature_lo: Mapped[int] = mapped_column(Integer)
-    feature_hi: Mapped[int] = mapped_column(Integer)
-    features: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    worker: Mapped[str | None] = mapped_column(String(255))
-    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
-    __table_args__ = (
-        UniqueConstraint("sae_id", "key", "feature_lo", name="uq_work_items_identity"),
-        CheckConstraint("status IN ('pending','claimed','done','failed')", name="status"),
-        Index("ix_work_items_key_status", "key", "status", "feature_lo"),
     )

@@ -16,6 +16,7 @@ from autolabel.examples import Example
 from autolabel.selection import parse_feature_ref
 from autolabel.store.collections import ACT_DTYPE, TOKEN_DTYPE
 from autolabel.store.explanations import feature_explanations
+from autolabel.store.labels import Label, feature_labels
 from autolabel.store.saes import find_sae
 
 TokenizerLoader = Callable[[str], Any]  # model id -> tokenizer (with .decode)
@@ -80,6 +81,7 @@ class FeaturePayload:
     examples: list[Example]
     tokens: dict[int, str]  # token id -> decoded text, for every id in the examples
     explanations: list[dict[str, Any]]
+    label: Label | None = None  # the feature's label (autolabel.store.labels)
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         """Token strings for a window."""
@@ -92,7 +94,9 @@ class FeaturePayload:
             "feature": f"{self.sae.name}:{f.index}", "sae": self.sae.name, "index": f.index,
             "density": f.density, "max_activation": f.max_activation,
             "mean_activation": f.mean_activation, "n_tokens": f.n_tokens,
-            "histogram": f.histogram, "explanations": self.explanations,
+            "histogram": f.histogram,
+            "label": self.label.as_dict() if self.label else None,
+            "explanations": self.explanations,
             "examples": [
                 {"split": e.split, "kind": e.kind, "bin": e.bin, "rank": e.rank,
                  "document_id": e.document_id, "start": e.start,
@@ -119,12 +123,13 @@ def feature_payload(database: Any, ref: str, load_tokenizer: TokenizerLoader) ->
         examples = load_examples(session, feature.id)
         model_id = feature_model_id(session, feature)
         explanations = feature_explanations(session, feature.id)
+        label = feature_labels(session, [feature.id])[feature.id]
     ids = sorted({int(i) for e in examples for i in e.token_ids})
     tokens: dict[int, str] = {}
     if ids and model_id:
         tokenizer = load_tokenizer(model_id)
         tokens = {i: tokenizer.decode([i]) for i in ids}
     return FeaturePayload(sae=sae, feature=feature, examples=examples, tokens=tokens,
-                          explanations=explanations)
+                          explanations=explanations, label=label)
 
 

@@ -38,6 +38,7 @@ from autolabel.store.records import (
     FEATURE_FIELDS,
     SAE_FIELDS,
     SCORE_FIELDS,
+    SCORE_TRUST_FIELDS,
 )
 from autolabel.store.saes import find_sae_by_hash
 
@@ -238,7 +239,8 @@ def _import_scores(session: Session, expl_id: int, scores: list[dict[str, Any]],
     later: list[tuple[Score, dict[str, Any], bool]] = []
     for data in scores:
         new = (data["scorer"], data["simulator"]) not in existing
-        values = {**{k: data[k] for k in SCORE_FIELDS}, "explanation_id": expl_id}
+        values = {**{k: data[k] for k in SCORE_FIELDS},
+                  **{k: data.get(k) for k in SCORE_TRUST_FIELDS}, "explanation_id": expl_id}
         floor = data["floor_explanation"]
         floor_id = _find_floor(session, floor) if floor else None
         if floor_id is not None or floor is None:

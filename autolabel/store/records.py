@@ -2,7 +2,9 @@
 
 A record is one feature with everything that belongs to it: its SAE, the collections its
 examples came from, statistics, examples (blobs as base64), explanations with their scores
-(each floor named by its source's identity, not its id) and embeddings. Field order is fixed
+(each floor named by its source's identity, not its id; with validation value, null summary,
+CI and verdict) and embeddings, and finally its label (derived: the chosen candidate with its
+verdict, recomputed on import). Field order is fixed
 by the specs below and every list is sorted by natural key, so the same database content always
 gives the same record; :mod:`autolabel.store.imports` writes records back idempotently. Run ids,
 timestamps, LLM call logs, audits and flags are not part of a record (they belong to a run).
@@ -25,6 +27,7 @@ from autolabel.db import Collection, Database, Embedding, Explanation, Feature, 
 from autolabel.db import Example as ExampleRow
 from autolabel.errors import NotFoundError
 from autolabel.store.collections import select_features
+from autolabel.store.labels import Label, feature_labels
 from autolabel.store.saes import find_sae
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -54,10 +57,26 @@ EXPLANATION_FIELDS: FieldSpec = {
 SCORE_FIELDS: FieldSpec = {
     "scorer": _S, "simulator": _S, "value": _OF, "floor_value": _OF, "n_examples": _I,
     "status": _S, "details": _D}
+# Issue 13's columns (migration 0005): always exported; optional on import, so a file written
+# before them still imports (they are then NULL, as in a database made before them).
+SCORE_TRUST_FIELDS: FieldSpec = {
+    "validation_value": _OF, "null_mean": _OF, "null_p95": _OF, "null_n": _OI,
+    "ci_low": _OF, "ci_high": _OF, "verdict": _OS}
 EMBEDDING_FIELDS: FieldSpec = {"model": _S, "dim": _I}
 FLOOR_FIELDS: FieldSpec = {
     "sae": _S, "index": _I, "explainer": _S, "llm_model": _S, "prompt_hash": _S,
     "candidate": _I}
+
+
+def label_record(label: Label) -> dict[str, Any]:
+    """The feature's label (:mod:`autolabel.store.labels`) as exported: derived from the rows
+    above, so it is ignored on import and recomputed there. The chosen explanation is named
+    by its identity, not its id."""
+    return {"text": label.text, "explainer": label.explainer, "llm_model": label.llm_model,
+            "scorer": label.scorer, "simulator": label.simulator, "score": label.score,
+            "floor": label.floor, "null_p95": label.null_p95, "ci_low": label.ci_low,
+            "ci_high": label.ci_high, "verdict": label.verdict,
+            "selected_on": label.selected_on, "validation_score": label.validation_score}
 
 
 def no_progress(done: int, total: int) -> None:
@@ -114,8 +133,10 @@ def _load_chunk(session: Session, feature_ids: list[int]) -> dict[int, dict[str,
     expls = _group(session.scalars(select(Explanation).where(
         Explanation.feature_id.in_(feature_ids))), "feature_id")
     children = _explanation_children(session, [e.id for rows in expls.values() for e in rows])
-    return {f.id: _record(saes[f.sae_id], f, colls, examples.get(f.id, []),
-                          expls.get(f.id, []), children) for f in feats}
+    labels = feature_labels(session, feature_ids)
+    return {f.id: {**_record(saes[f.sae_id], f, colls, examples.get(f.id, []),
+                             expls.get(f.id, []), children),
+                   "label": label_record(labels[f.id])} for f in feats}
 
 
 def _group(rows: Iterable[Any], attr: str) -> dict[int, list[Any]]:
@@ -173,7 +194,7 @@ def _explanation_record(expl: Explanation, children: dict[str, Any]) -> dict[str
     embeds = sorted(children["embeddings"].get(expl.id, []), key=lambda m: m.model)
     return {
         **_columns(expl, EXPLANATION_FIELDS),
-        "scores": [{**_columns(s, SCORE_FIELDS),
+        "scores": [{**_columns(s, SCORE_FIELDS), **_columns(s, SCORE_TRUST_FIELDS),
                     "floor_explanation": children["floors"].get(s.floor_explanation_id)}
                    for s in scores],
         "embeddings": [{**_columns(m, EMBEDDING_FIELDS), "vector": _b64(m.vector)}
