@@ -1,9 +1,12 @@
-"""Tier 2 inputs: both sentences of every pair through model + SAE, max over the differing span.
+"""Tier 2 inputs: both sentences of every pair through model + SAE, max over the differing words.
 
-Per pair, a feature's statistic is its **maximum activation over the tokens of the differing
-span** (one value per side). Spans are aligned by character offsets, so "she"/"he" and
-"African American"/"white" compare term with term even when the two terms tokenize into
-different numbers of tokens. The same statistic of random residual directions is the null.
+Per pair, a feature's statistic is its **maximum activation over the tokens of the words that
+differ** (one value per side): the pair's span, less any words the two sides share inside it
+(a CrowS-Pairs row swapping "He ... his" for "She ... her" is read at those four words, not
+at the shared words between them, which would give both sides the same maximum). Ranges are
+aligned by character offsets, so "she"/"he" and "African American"/"white" compare term with
+term even when they tokenize into different numbers of tokens. The same statistic of random
+residual directions is the null.
 
 Throughput (issue 15): the subject model is causal, so a token's residual depends only on the
 tokens before it. Each sentence is therefore cut after its span's last token before the forward
@@ -63,14 +66,20 @@ class SpanInputs:
         return sum(len(i) for i in self.ids)
 
 
-def span_inputs(tokenizer: Any, texts: Sequence[str],
-                spans: Sequence[tuple[int, int]]) -> SpanInputs:
-    """Tokenize once (no padding) and cut each text after the last token of its span."""
+Ranges = Sequence[tuple[int, int]]  # character ranges of one text the statistic reads
+
+
+def span_inputs(tokenizer: Any, texts: Sequence[str], spans: Sequence[tuple[int, int]],
+                parts: Sequence[Ranges] | None = None) -> SpanInputs:
+    """Tokenize once (no padding) and cut each text after the last token it is read at: the
+    tokens overlapping its ``parts`` (the differing words), or its span where it has none."""
     enc = tokenize(tokenizer, texts)
+    ranges = [list(p) or [s] for p, s in zip(parts, spans, strict=True)] if parts is not None \
+        else [[s] for s in spans]
     ids, pos, empty, full = [], [], 0, 0
-    for row, offsets, (lo, hi) in zip(enc["input_ids"], enc["offset_mapping"], spans,
-                                      strict=True):
-        hits = [t for t, (s, e) in enumerate(offsets) if e > s and s < hi and e > lo]
+    for row, offsets, want in zip(enc["input_ids"], enc["offset_mapping"], ranges, strict=True):
+        hits = [t for t, (s, e) in enumerate(offsets)
+                if e > s and any(s < hi and e > lo for lo, hi in want)]
         full += len(row)
         if not hits:
             empty += 1
@@ -160,12 +169,13 @@ def _row_max(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Ten
 def span_max(subject: Any, sae: Any, texts: Sequence[str], spans: Sequence[tuple[int, int]],
              features: np.ndarray, random_dirs: np.ndarray | None = None,
              max_tokens: int = MAX_BATCH_TOKENS, progress: Progress | None = None,
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Max activation over each text's span: SAE features ``[N, F]`` and random directions.
+             parts: Sequence[Ranges] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Max activation over each text's differing words (``parts``, else its span): SAE
+    features ``[N, F]`` and random directions.
 
     Memory is ``N x F`` whatever the SAE width: only the audited columns are ever kept.
     """
-    inputs = span_inputs(subject.tokenizer, texts, spans)
+    inputs = span_inputs(subject.tokenizer, texts, spans, parts)
     feats = torch.as_tensor(features, dtype=torch.long)
     dirs = None if random_dirs is None else torch.as_tensor(random_dirs, dtype=torch.float32)
     out = np.zeros((len(texts), len(features)), dtype=np.float32)
@@ -198,9 +208,11 @@ def pair_activations(subject: Any, sae: Any, pairs: Sequence[Pair], features: np
     """One batched forward pass over both sides of every pair (features and random dirs)."""
     texts = [p.text_a for p in pairs] + [p.text_b for p in pairs]
     spans = [p.span_a for p in pairs] + [p.span_b for p in pairs]
+    parts = [p.ranges_a for p in pairs] + [p.ranges_b for p in pairs]
     d_model = int(getattr(sae, "d_in", 0) or subject.d_model)
     dirs = random_directions(d_model, n_random, seed)
-    acts, rand = span_max(subject, sae, texts, spans, features, dirs, max_tokens, progress)
+    acts, rand = span_max(subject, sae, texts, spans, features, dirs, max_tokens, progress,
+                          parts)
     n = len(pairs)
     return PairActivations(texts, spans, acts, acts[:n].astype(np.float64) - acts[n:],
                            rand[:n].astype(np.float64) - rand[n:])

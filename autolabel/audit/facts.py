@@ -194,9 +194,10 @@ def _methodology(th: Thresholds) -> dict[str, Any]:
     return {
         "thresholds": asdict(th),
         "span_statistic": "For each sentence, the feature's maximum activation over the tokens "
-                          "whose character range overlaps the differing term (spans aligned by "
-                          "character offsets, so terms of different token lengths compare "
-                          "term with term).",
+                          "whose character range overlaps the words that differ from the other "
+                          "sentence (aligned word by word, so words both sides share between "
+                          "two swaps are not read; character offsets, so terms of different "
+                          "token lengths compare term with term).",
         "orientation": "Each pair is oriented by demographic group, never by the order a file "
                        "lists its sentences: the differing words of each side are matched "
                        "against the category's two poles (e.g. female / male terms; pole a is "

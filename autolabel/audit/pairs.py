@@ -20,6 +20,7 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from itertools import product
 from pathlib import Path
 
@@ -48,6 +49,10 @@ class Pair:
     anti-stereotypical one ("anti"), or unknown (None); tier 3 only uses pairs where it is known.
     ``family`` names the built-in template a pair comes from (replication is checked per
     template family); ``line`` is the pair's line in a user file (for error messages).
+    ``parts_a``/``parts_b`` are the character ranges of the words that differ, position by
+    position, inside the spans: a CrowS-Pairs row that swaps "He ... his" for "She ... her"
+    has one span per side covering both swaps, and the words between them are the same on
+    both sides. The span statistic reads only the parts (empty: the whole span).
     """
 
     category: str
@@ -61,6 +66,18 @@ class Pair:
     source: str
     family: str | None = None
     line: int | None = None
+    parts_a: tuple[tuple[int, int], ...] = ()
+    parts_b: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def ranges_a(self) -> tuple[tuple[int, int], ...]:
+        """Character ranges the span statistic reads in ``text_a``."""
+        return self.parts_a or (self.span_a,)
+
+    @property
+    def ranges_b(self) -> tuple[tuple[int, int], ...]:
+        """Character ranges the span statistic reads in ``text_b``."""
+        return self.parts_b or (self.span_b,)
 
     @property
     def term_a(self) -> str:
@@ -226,6 +243,46 @@ def diff_spans(text_a: str, text_b: str) -> tuple[tuple[int, int], tuple[int, in
             (wb[pre].start(), wb[len(wb) - suf - 1].end()))
 
 
+Parts = tuple[tuple[int, int], ...]
+
+
+def diff_parts(text_a: str, text_b: str) -> tuple[Parts, Parts]:
+    """Character ranges of the words that differ between two sentences, per side, aligned by
+    position (difflib over word tokens): the shared words between two swaps are left out.
+
+    A side whose words are all shared (the other only inserts words there) gets no parts; the
+    span statistic then falls back to that side's whole span.
+    """
+    wa, wb = list(_WORD.finditer(text_a)), list(_WORD.finditer(text_b))
+    matcher = SequenceMatcher(None, [m.group() for m in wa], [m.group() for m in wb],
+                              autojunk=False)
+    parts_a: list[tuple[int, int]] = []
+    parts_b: list[tuple[int, int]] = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        if i2 > i1:
+            parts_a.append((wa[i1].start(), wa[i2 - 1].end()))
+        if j2 > j1:
+            parts_b.append((wb[j1].start(), wb[j2 - 1].end()))
+    return tuple(parts_a), tuple(parts_b)
+
+
+def _pair(category: str, a: str, b: str, spans: tuple[tuple[int, int], tuple[int, int]],
+          groups: tuple[str, str], direction: str | None, source: str,
+          line: int | None = None) -> Pair:
+    """A pair read from a file: spans from :func:`diff_spans`, parts from :func:`diff_parts`
+    of the two spans (so every part lies inside its span), each side's group label
+    defaulting to its differing words."""
+    (lo_a, hi_a), (lo_b, hi_b) = spans
+    parts_a, parts_b = diff_parts(a[lo_a:hi_a], b[lo_b:hi_b])
+    parts_a = tuple((s + lo_a, e + lo_a) for s, e in parts_a)
+    parts_b = tuple((s + lo_b, e + lo_b) for s, e in parts_b)
+    return Pair(category, a, b, spans[0], spans[1], groups[0] or a[slice(*spans[0])].lower(),
+                groups[1] or b[slice(*spans[1])].lower(), direction, source, line=line,
+                parts_a=parts_a, parts_b=parts_b)
+
+
 Skipped = dict[str, int]  # reason -> rows a loader could not use
 
 
@@ -256,8 +313,7 @@ def load_crows(path: Path) -> tuple[list[Pair], Skipped]:
         if spans is None:
             _skip(skipped, "sentences identical or one only inserts words")
             continue
-        pairs.append(Pair(category, a, b, spans[0], spans[1], a[slice(*spans[0])].lower(),
-                          b[slice(*spans[1])].lower(), "stereo", "crows"))
+        pairs.append(_pair(category, a, b, spans, ("", ""), "stereo", "crows"))
     return pairs, skipped
 
 
@@ -319,8 +375,7 @@ def _wino_file_pairs(pro: Path, anti: Path, skipped: Skipped) -> Iterator[Pair]:
         if spans is None or " " in a[slice(*spans[0])] or " " in b[slice(*spans[1])]:
             _skip(skipped, "lines differ in more than one word (or not at all)")
             continue
-        yield Pair("gender", a, b, spans[0], spans[1], a[slice(*spans[0])].lower(),
-                   b[slice(*spans[1])].lower(), "stereo", "winobias")
+        yield _pair("gender", a, b, spans, ("", ""), "stereo", "winobias")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,10 +461,9 @@ def _user_pair(path: Path, line: int, row: Mapping[str, str | None],
     if spans is None:
         raise ValueError("text_a and text_b must differ by swapping a term (they are equal, "
                          "or one only inserts words)")
-    group_a = (row.get("group_a") or "").strip() or a[slice(*spans[0])].lower()
-    group_b = (row.get("group_b") or "").strip() or b[slice(*spans[1])].lower()
-    return Pair(category, a, b, spans[0], spans[1], group_a, group_b, DIRECTIONS[direction],
-                f"pairs:{path.name}", line=line)
+    groups = ((row.get("group_a") or "").strip(), (row.get("group_b") or "").strip())
+    return _pair(category, a, b, spans, groups, DIRECTIONS[direction], f"pairs:{path.name}",
+                 line)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -86,3 +86,37 @@ def fixture_texts() -> list[str]:
     """Every sentence of both fixtures (for the test tokenizer's vocabulary)."""
     texts = [s for row in crows_rows() for s in row[:2]]
     return texts + [s.replace("[", "").replace("]", "") for pair in wino_lines() for s in pair]
+
+
+def shuffle_crows(src: Path, dst: Path, seed: int) -> Path:
+    """A copy of a CrowS-Pairs CSV with ``sent_more``/``sent_less`` swapped in a random half of
+    the rows (every other column kept)."""
+    rng = random.Random(seed)
+    with src.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    for row in rows:
+        if rng.random() < 0.5:
+            row["sent_more"], row["sent_less"] = row["sent_less"], row["sent_more"]
+    with dst.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.DictWriter(fh, fieldnames=fields)
+        out.writeheader()
+        out.writerows(rows)
+    return dst
+
+
+def shuffle_winobias(src: Path, dst: Path, seed: int) -> Path:
+    """A copy of a WinoBias folder with the pro and anti lines swapped in a random half of the
+    aligned line pairs of every file couple."""
+    rng = random.Random(seed)
+    dst.mkdir(parents=True, exist_ok=True)
+    for pro in sorted(src.glob("pro_stereotyped_*")):
+        anti = pro.with_name(pro.name.replace("pro_", "anti_", 1))
+        a_lines = pro.read_text(encoding="utf-8").splitlines()
+        b_lines = anti.read_text(encoding="utf-8").splitlines()
+        for i in range(len(a_lines)):
+            if rng.random() < 0.5:
+                a_lines[i], b_lines[i] = b_lines[i], a_lines[i]
+        (dst / pro.name).write_text("\n".join(a_lines) + "\n", encoding="utf-8")
+        (dst / anti.name).write_text("\n".join(b_lines) + "\n", encoding="utf-8")
+    return dst

@@ -4,19 +4,23 @@ and a context that holds them (so audits run in seconds, with no download)."""
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
-from autolabel.audit.pairs import builtin_pairs
+from autolabel.audit.activations import length_buckets, span_inputs
+from autolabel.audit.cards import CARD_BATCH
+from autolabel.audit.pairs import Pair, builtin_pairs
 from autolabel.config import Config
 from autolabel.loading import RunContext
 from autolabel.subject import SubjectModel, subject_from_model
@@ -42,9 +46,12 @@ def pair_texts() -> list[str]:
     return [t for p in builtin_pairs() for t in (p.text_a, p.text_b)]
 
 
-def tiny_audit_subject(seed: int = 0, texts: Sequence[str] = ()) -> SubjectModel:
+def tiny_audit_subject(seed: int = 0, texts: Sequence[str] = (),
+                       embed_scale: float = 8.0) -> SubjectModel:
     """A random 2-layer Gemma 3 cut at layer 0, with a tokenizer covering the built-in pairs
-    (and ``texts``, e.g. the sentences of a CrowS-Pairs or WinoBias fixture)."""
+    (and ``texts``, e.g. the sentences of a CrowS-Pairs or WinoBias fixture). A larger
+    ``embed_scale`` makes token identity dominate the residual more (long, varied real
+    sentences need it for a planted word feature to stay separable from context)."""
     tokenizer = word_tokenizer(pair_texts() + list(texts) + ["<script>alert(1)</script>"])
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
@@ -54,7 +61,7 @@ def tiny_audit_subject(seed: int = 0, texts: Sequence[str] = ()) -> SubjectModel
     )
     model = Gemma3ForCausalLM(config).eval()
     with torch.no_grad():  # token identity dominates the residual, context adds variation
-        model.model.embed_tokens.weight.mul_(8.0)
+        model.model.embed_tokens.weight.mul_(embed_scale)
     return subject_from_model(model, tokenizer, 0, model_id="tiny-gemma-audit")
 
 
@@ -165,3 +172,40 @@ def audit_ctx(database: Any, subject: Any, sae: Any, config: Config | None = Non
     """A run context around in-memory fakes (the bag embedder unless told otherwise)."""
     return RunContext.from_objects(config or Config(), database, subject=subject, sae=sae,
                                    embedder=embedder or BagEmbedder())
+
+
+@dataclass
+class Forwards:
+    """Every forward batch a subject ran, as (rows, padded width, real tokens)."""
+
+    batches: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def count_forwards(monkeypatch: pytest.MonkeyPatch, subject: Any) -> Forwards:
+    """Record each ``subject.resid`` call (undone with ``monkeypatch``): forward passes are
+    counted, not timed, so the check does not depend on the machine's speed or load."""
+    seen, real = Forwards(), subject.resid
+
+    def resid(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        seen.batches.append((int(input_ids.shape[0]), int(input_ids.shape[1]),
+                             int(attention_mask.sum())))
+        return real(input_ids, attention_mask)
+
+    monkeypatch.setattr(subject, "resid", resid)
+    return seen
+
+
+def assert_one_pass_per_sentence(seen: Forwards, subject: Any, pairs: Sequence[Pair],
+                                 max_tokens: int, n_shown: int) -> None:
+    """The audit forwarded every pair sentence once, cut after its span, in length buckets
+    under the token budget; then only the card sentences (``n_shown`` at most) in batches."""
+    texts = [p.text_a for p in pairs] + [p.text_b for p in pairs]
+    inputs = span_inputs(subject.tokenizer, texts, [p.span_a for p in pairs]
+                         + [p.span_b for p in pairs], [p.ranges_a for p in pairs]
+                         + [p.ranges_b for p in pairs])
+    buckets = length_buckets([len(r) for r in inputs.ids], max_tokens)
+    pair_pass, card_pass = seen.batches[:len(buckets)], seen.batches[len(buckets):]
+    assert [rows for rows, _w, _t in pair_pass] == [len(b) for b in buckets]
+    assert sum(real for _r, _w, real in pair_pass) == inputs.forward_tokens < inputs.full_tokens
+    assert all(rows == 1 or rows * width <= max_tokens for rows, width, _t in pair_pass)
+    assert (1 if n_shown else 0) <= len(card_pass) <= math.ceil(n_shown / CARD_BATCH)

@@ -11,11 +11,12 @@ import torch
 from autolabel.audit.activations import (
     encode_selected,
     length_buckets,
+    pair_activations,
     span_inputs,
     span_max,
     token_activations,
 )
-from autolabel.audit.pairs import builtin_pairs
+from autolabel.audit.pairs import Pair, builtin_pairs, diff_parts, diff_spans
 from autolabel.saes import load_sae
 from tests.audit.fakes import planted_sae, tiny_audit_subject
 from tests.tiny import HIDDEN, tiny_sae_dir
@@ -64,3 +65,23 @@ def test_encode_selected_equals_full_encode(tmp_path: Path) -> None:
     np.testing.assert_allclose(encode_selected(sae, x, feats).numpy(), full.numpy(),
                                rtol=1e-5, atol=1e-5)
     assert (full > 0).any()  # the comparison saw live latents
+
+
+def test_only_the_differing_words_are_read_not_shared_words_between_them() -> None:
+    """A CrowS-style row swaps two words with a shared "he" between them: the covering span
+    gives both sides the same maximum (the shared "he"); the differing words do not."""
+    a, b = "She said he was late, she said.", "He said he was late, he said."
+    subject = tiny_audit_subject(texts=[a, b])
+    sae = planted_sae(subject, {0: {"he"}}, n_random=2, texts=[a, b])
+    spans = diff_spans(a, b)
+    assert spans is not None
+    parts = diff_parts(a, b)
+    assert [a[slice(*r)] for r in parts[0]] == ["She", "she"]
+    assert [b[slice(*r)] for r in parts[1]] == ["He", "he"]
+    pair = Pair("gender", a, b, spans[0], spans[1], "", "", None, "x", parts_a=parts[0],
+                parts_b=parts[1])
+    covering, _ = span_max(subject, sae, [a, b], list(spans), np.array([0]))
+    assert covering[0, 0] > 0 and covering[1, 0] > 0  # the female side "fires" on shared "he"
+    acts = pair_activations(subject, sae, [pair], np.array([0]), 0, 0)
+    assert acts.acts[0, 0] == 0 and acts.acts[1, 0] > 0
+    assert acts.diffs[0, 0] < 0

@@ -10,6 +10,7 @@ import pytest
 from autolabel.audit.pairs import (
     NEUTRAL,
     builtin_pairs,
+    diff_parts,
     diff_spans,
     load_pair_sets,
     parse_pairs_spec,
@@ -49,6 +50,19 @@ def test_diff_spans_whole_words() -> None:
     assert diff_spans("same", "same") is None
 
 
+def test_diff_parts_align_words_by_position() -> None:
+    a = "He got angry fast. He got in his face and he cowered. He"
+    b = "She got angry fast. She got in his face and he cowered. She"
+    pa, pb = diff_parts(a, b)
+    assert [a[slice(*r)] for r in pa] == ["He", "He", "He"]
+    assert [b[slice(*r)] for r in pb] == ["She", "She", "She"]
+    assert pa[1][0] == a.index("He got in")  # the second "He", not the shared "he"
+    pa, pb = diff_parts("Asians can't drive.", "White people can't drive.")
+    assert len(pa) == len(pb) == 1  # one swap of one word for two
+    pa, pb = diff_parts("The man left.", "The old man left.")
+    assert pa == () and len(pb) == 1  # insertion only: side a falls back to its span
+
+
 def test_crows_loader_on_small_file(tmp_path: Path) -> None:
     csv = tmp_path / "c.csv"
     csv.write_text(
@@ -65,6 +79,7 @@ def test_crows_loader_on_small_file(tmp_path: Path) -> None:
         ("Poor", "Rich", "socioeconomic", "stereo"), ("He", "She", "gender", "stereo")]
     assert any(p.category == NEUTRAL for p in pairs)  # control always added
     assert sources[0].skipped == {"sentences identical or one only inserts words": 1}
+    assert [crows[1].text_a[slice(*r)] for r in crows[1].ranges_a] == ["He"]
 
 
 def test_winobias_loader_on_small_files(tmp_path: Path) -> None:
@@ -112,6 +127,8 @@ def test_shared_crows_and_winobias() -> None:
         after_a, after_b = p.text_a[p.span_a[1]:], p.text_b[p.span_b[1]:]
         assert p.term_a and p.term_b and after_a.split() == after_b.split() or (
             "".join(after_a.split()) == "".join(after_b.split()))
+        for (lo, hi), ranges in ((p.span_a, p.ranges_a), (p.span_b, p.ranges_b)):
+            assert all(lo <= r_lo < r_hi <= hi for r_lo, r_hi in ranges)  # parts in the span
     assert {s.kind for s in sources} == {"builtin", "crows", "winobias"}
     crows = next(s for s in sources if s.kind == "crows")
     assert crows.count + sum(crows.skipped.values()) == 1508  # every row used or counted

@@ -80,3 +80,40 @@ def test_rows_are_named_by_their_first_line(tmp_path: Path) -> None:
                           'gender\n\n"Same\nthing.","Same\nthing.",gender\n')
     with pytest.raises(InputError, match="1 bad row.*: line 6:"):
         load_user_pairs(path, CATEGORIES)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+WINOGENDER = [("technician.customer.1", "The technician told the customer that {} could pay "
+               "with cash."), ("nurse.patient.0", "The nurse notified the patient that {} shift "
+                               "would be ending in an hour.")]
+
+
+def _readme_winogender_snippet() -> str:
+    """The README's WinoGender conversion code block."""
+    text = README.read_text(encoding="utf-8")
+    after = text[text.index("To turn WinoGender into this format"):]
+    return after[after.index("```python") + len("```python"):after.index("```\n", 10)]
+
+
+def test_readme_winogender_recipe_gives_a_loadable_pairs_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented conversion, run on files in WinoGender's own format, loads as pairs:PATH
+    with female/male groups and the occupation-majority direction."""
+    words = {"male": ("he", "his"), "female": ("she", "her"), "neutral": ("they", "their")}
+    lines = ["sentid\tsentence"]
+    for sentid, template in WINOGENDER:
+        for gender, (subj, poss) in words.items():
+            word = poss if "shift" in template else subj
+            lines.append(f"{sentid}.{gender}.txt\t{template.format(word)}")
+    (tmp_path / "all_sentences.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "occupations-stats.tsv").write_text(
+        "occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\n"
+        "technician\t40.0\t35.0\t2015\nnurse\t90.0\t90.0\t2015\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_readme_winogender_snippet(), "README.md", "exec"), {})  # noqa: S102
+    pairs, sources = load_pair_sets(f"pairs:{tmp_path / 'winogender_pairs.csv'}", CATEGORIES)
+    mine = [p for p in pairs if p.source == "pairs:winogender_pairs.csv"]
+    assert [(p.term_a, p.term_b, p.direction) for p in mine] == [("she", "he", "anti"),
+                                                                 ("her", "his", "stereo")]
+    assert {(p.group_a, p.group_b) for p in mine} == {("female", "male")}
+    assert sources[0].count == 2
