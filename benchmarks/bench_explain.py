@@ -107,6 +107,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--no-planted", action="store_true")
     ap.add_argument("--no-score", action="store_true", help="skip simulation scoring")
     ap.add_argument("--chunk", type=int, default=8, help="features per explain batch")
+    ap.add_argument("--base-features", type=int, default=0,
+                    help="features for the bills baseline (0: all; per-feature ratios)")
+    ap.add_argument("--planted-formats", default="delphi,pairs,bills",
+                    help="formats explained on the planted rules")
+    ap.add_argument("--show", type=int, default=3, help="rejected replies shown per format")
     return ap.parse_args()
 
 
@@ -150,6 +155,13 @@ def explain(label: str, client: Any, family: str, variant: str,
     run.computed = sum(counting.tokens_in) - saved
     print(run.line(None), flush=True)
     return run
+
+
+def show_rejected(run: Run, n: int) -> None:
+    """A few rejected replies with their reasons, so the rate can be judged by eye."""
+    bad = [c for c in run.candidates if c.status in ("rejected", "parse_error")][:n]
+    for c in bad:
+        print(f"#   {c.reason or c.status}: {(c.raw_reply or '')[:70]!r}", flush=True)
 
 
 def best_share(runs: dict[str, Run], baseline: list[Candidate | None],
@@ -218,13 +230,16 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.1f}", flush=True)
 
     runs: dict[str, Run] = {}
-    for family in args.formats.split(","):
+    for family in [f for f in args.formats.split(",") if f]:  # "": planted rules only
         client = naive if family == "bills" else reuse  # bills: today's template and path
+        shown = train[:args.base_features] if family == "bills" and args.base_features else train
         runs[f"{family} completion"] = explain(f"{family} completion", client, family,
-                                               "completion", train, args.chunk)
+                                               "completion", shown, args.chunk)
+        show_rejected(runs[f"{family} completion"], args.show)
     for family in [f for f in args.chat_formats.split(",") if f and args.chat_features]:
         runs[f"{family} chat"] = explain(f"{family} chat", reuse, family, "chat",
                                          train[:args.chat_features], args.chunk)
+        show_rejected(runs[f"{family} chat"], args.show)
     base = runs.get("bills completion")
     print("\n# summary (ratios against bills completion, same run)")
     for run in runs.values():
@@ -245,8 +260,8 @@ def main() -> None:
     best_share(runs, baseline_ok, test, scales, scorer)
     if not args.no_planted:
         print("\n# planted rules (bench_scoring_validity's features)")
-        planted(reuse, [f for f in args.formats.split(",") if f != "bills"] + ["bills"],
-                scorer, tokenizer, args.chunk)
+        planted(reuse, [f for f in args.planted_formats.split(",") if f], scorer, tokenizer,
+                args.chunk)
     print(f"# load at the end {os.getloadavg()[0]:.1f}; total {time.perf_counter() - t0:.0f} s")
 
 

@@ -15,7 +15,8 @@ echoed records), then judged by general rules; each rejection stores a short rea
   prompt's own vocabulary (activations, "(strongest)", markers), or a dangling colon;
 - ``incomplete`` — ends mid-phrase ("the same token as the");
 - ``copy`` — a near-copy of an explanation that appears in the rendered prompt (few-shot
-  answers, quoted examples in the instructions), unless the feature's own data supports it:
+  answers, quoted examples in the instructions), or one that quotes only tokens such an
+  example quotes, unless the feature's own data supports it:
   a copied ``negations such as "not" and "never"`` stands when the feature's activating
   tokens (the prompt's data part, after its last example answer) include "not" or "never".
 
@@ -36,7 +37,8 @@ from autolabel.llm.base import render_messages
 from autolabel.prompting import MAX_EXPLANATION_CHARS, clean_line, clean_reply
 from autolabel.wording import find_loops
 
-GATE_VERSION = 1  # bump when a rule changes: stored candidates are re-judged
+# Bump when a rule changes: stored candidates are re-judged. 2: borrowed quoted tokens copy.
+GATE_VERSION = 2
 REASONS = ("empty", "echo", "loop", "too_long", "prompt_reference", "incomplete", "copy")
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
@@ -221,8 +223,10 @@ def _activating_tokens(data: str) -> frozenset[str]:
 
 def _copied(text: str, facts: PromptFacts, threshold: float) -> str | None:
     """The example that ``text`` nearly copies (equal or similar word sequences, or one
-    containing the other: a copy with a stray word before or after it), unless one of the
-    example's quoted tokens is among the feature's own activating tokens."""
+    containing the other: a copy with a stray word before or after it), or whose quoted
+    tokens it borrows (every token it quotes is one the example quotes: ``"not" and
+    "never"`` on a feature of closing brackets) — unless one of the example's quoted tokens
+    is among the feature's own activating tokens."""
     mine = [w.lower() for w in _WORD.findall(text)]
     for example in facts.examples:
         theirs = [w.lower() for w in _WORD.findall(example)]
@@ -232,15 +236,21 @@ def _copied(text: str, facts: PromptFacts, threshold: float) -> str | None:
         contains = len(theirs) >= 3 and _contains(mine, theirs)
         inside = (len(mine) >= 3 and _contains(theirs, mine)
                   and len(mine) >= 0.6 * len(theirs))
-        if (similar or contains or inside) and not _supported(example, facts.evidence):
+        borrowed = _quoted(text) and _quoted(text) <= _quoted(example)
+        if (similar or contains or inside or borrowed) and not _supported(example,
+                                                                          facts.evidence):
             return example
     return None
 
 
+def _quoted(text: str) -> frozenset[str]:
+    """The tokens a text quotes, casefolded, without their quotes."""
+    return frozenset(q.strip("\"“”‘’` ").casefold() for q in _QUOTED.findall(text)) - {""}
+
+
 def _supported(example: str, evidence: frozenset[str]) -> bool:
     """Whether the feature's data shows one of the tokens the example explanation quotes."""
-    quoted = {q.strip("\"“”‘’` ").casefold() for q in _QUOTED.findall(example)}
-    return bool(quoted & evidence)
+    return bool(_quoted(example) & evidence)
 
 
 def _contains(seq: list[str], part: list[str]) -> bool:

@@ -160,3 +160,18 @@ def test_rules_are_general_not_a_list_of_strings() -> None:
              'sports such as "football" and': "incomplete"}
     for text, reason in cases.items():
         assert judge_text(text).reason == reason, text
+
+
+def test_borrowing_an_examples_quoted_tokens_is_a_copy() -> None:
+    """Fixtures from bench_explain's planted rules (pairs template): the few-shot answer's
+    tokens on features that never show them are copies; the feature's own tokens are not."""
+    brackets = [(["(", "a", ")", " and", " (", "b", ")"], [0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 4.0])]
+    negation = [(["I", " did", " not", " go"], [0.0, 0.0, 4.0, 0.0])]
+    for fam in FAMILIES.values():
+        shot = '"not" and "n\'t"' if fam.name == "bills" else '"not" and "never"'
+        for reply in (f" {shot}", f" negative words such as {shot}"):
+            verdict = judge_reply(reply, render_prompt(fam, "completion", brackets))
+            assert (verdict.status, verdict.reason) == ("rejected", "copy"), (fam, reply)
+            assert judge_reply(reply, render_prompt(fam, "completion", negation)).status == "ok"
+        assert judge_reply(' "(" and ")"', render_prompt(fam, "completion", brackets)).status \
+            == "ok"

@@ -10,8 +10,8 @@ import pytest
 
 from autolabel.errors import BudgetExceeded, ConfigError, LLMError
 from autolabel.examples import TextExample
-from autolabel.explain import STATUSES, LLMExplainer
-from autolabel.prompting import template_hash
+from autolabel.explain import GATE_VERSION, STATUSES, LLMExplainer
+from autolabel.prompting import DEFAULT_FAMILY, template_hash
 
 
 @dataclass
@@ -103,12 +103,31 @@ def test_ok_candidate_keeps_raw_reply_and_provenance() -> None:
                                                     None)
     assert cand.raw_reply == " month names, especially in dates."
     assert cand.explainer == "llm" and cand.llm_model == "fake-model" and cand.call_id == 1
+    # The measured default for local base models (benchmarks/RESULTS.md, issue 14): pairs.
+    assert cand.prompt_hash == template_hash("explain_pairs_completion.j2")
+    assert cand.settings["template_version"] == "explain-pairs-completion/2"
+    assert cand.settings["template_family"] == "pairs" and cand.gate_version == GATE_VERSION
+    kind, prompt, kw = client.calls[0]
+    assert kind == "complete" and prompt.endswith("Description: fires on")
+    assert '"May" (10)' in prompt and "<<May>>" not in prompt
+    assert kw["temperature"] == 0.0 and kw["stop"] == ["\n"] and kw["max_tokens"] == 40
+
+
+def test_delphi_template_is_selectable_by_name() -> None:
+    client = ScriptedClient()
+    client.enqueue(" month names, especially in dates.")
+    [cand] = LLMExplainer(client, template="delphi").explain(_feature())
+    assert (cand.status, cand.text) == ("ok", "month names, especially in dates")
     assert cand.prompt_hash == template_hash("explain_delphi_completion.j2")
     assert cand.settings["template_version"] == "explain-delphi-completion/1"
-    assert cand.settings["template_family"] == "delphi" and cand.gate_version == 1
-    kind, prompt, kw = client.calls[0]
+    kind, prompt, _kw = client.calls[0]
     assert kind == "complete" and prompt.endswith("Description:") and "<<May>>" in prompt
-    assert kw["temperature"] == 0.0 and kw["stop"] == ["\n"] and kw["max_tokens"] == 40
+
+
+def test_auto_template_is_the_measured_default_per_provider() -> None:
+    for provider in ("local", "openai"):
+        explainer = LLMExplainer(ScriptedClient(provider=provider))
+        assert explainer.family.name == DEFAULT_FAMILY[provider] == "pairs"
 
 
 def test_bills_template_stays_selectable_by_name() -> None:
@@ -237,7 +256,11 @@ def test_chat_variant_sends_messages() -> None:
     assert out[0][0].text == "summer months"
     kind, messages, kw = client.calls[0]
     assert kind == "chat" and messages[0]["role"] == "system" and kw["stop"] is None
-    assert "<<July>>" in messages[-1]["content"]
+    assert '"July" (10)' in messages[-1]["content"]  # pairs: the measured default
+    delphi = ScriptedClient(provider="openai")
+    delphi.enqueue("summer months")
+    LLMExplainer(delphi, template="delphi").explain(_feature())
+    assert "<<July>>" in delphi.calls[0][1][-1]["content"]
     bills = ScriptedClient(provider="openai")
     bills.enqueue("summer months")
     LLMExplainer(bills, template="bills").explain(_feature())

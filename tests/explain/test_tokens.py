@@ -7,7 +7,13 @@ import random
 import pytest
 
 from autolabel.examples import TextExample
-from autolabel.explain import Candidate, TokenStatsExplainer, judge_text, readable_label
+from autolabel.explain import (
+    GATE_VERSION,
+    Candidate,
+    TokenStatsExplainer,
+    judge_text,
+    readable_label,
+)
 
 MONTHS = [" January", " March", " May", " July", " October"]
 
@@ -38,7 +44,7 @@ def test_token_stats_names_month_tokens() -> None:
     assert cand.text.startswith("the words ") and cand.text.endswith(' after "in"')
     assert '"the"' not in cand.text
     assert (cand.explainer, cand.llm_model, cand.call_id) == ("tokens", "", None)
-    assert len(cand.prompt_hash) == 64 and cand.gate_version == 1
+    assert len(cand.prompt_hash) == 64 and cand.gate_version == GATE_VERSION
 
 
 def test_token_stats_is_deterministic_and_handles_silence() -> None:
