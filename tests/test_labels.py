@@ -45,10 +45,12 @@ def add_candidate(session: Any, feature: dbm.Feature, text: str, status: str = "
 
 
 def score(session: Any, expl: dbm.Explanation, test: float | None,
-          validation: float | None, verdict: str = "weak", simulator: str = "sim") -> None:
+          validation: float | None, verdict: str = "weak", simulator: str = "sim",
+          details: dict[str, Any] | None = None) -> None:
     add_score(session, explanation_id=expl.id, scorer="simulation", simulator=simulator,
               value=test, floor_value=0.01, floor_explanation_id=None, n_examples=10,
-              status="ok" if test is not None else "degenerate", details={}, run_id=None,
+              status="ok" if test is not None else "degenerate", details=details or {},
+              run_id=None,
               validation_value=validation,
               trust={"null_p95": 0.05, "ci_low": 0.1, "ci_high": 0.3, "null_mean": 0.0,
                      "null_n": 100, "verdict": verdict})
@@ -130,3 +132,20 @@ def test_choose_breaks_ties_towards_the_older_candidate(database: dbm.Database) 
             dbm.Explanation.feature_id == f.id)]
         chosen = choose(rows)
         assert chosen is not None and chosen[0].id == a.id
+
+
+def test_undefined_validation_scores_never_fall_back_to_test(database: dbm.Database) -> None:
+    """A feature collected with a validation split that never fires in it: no candidate has a
+    validation value, and choosing by test would put test back in the choice. The oldest
+    candidate is the label, marked as chosen on no split (not "test")."""
+    undefined = {"validation": {"status": "degenerate", "value": None}}
+    with database.session() as s:
+        f = add_feature(s, new_sae(s), 0)
+        a, b = add_candidate(s, f, "a", candidate=0), add_candidate(s, f, "b", candidate=1)
+        score(s, a, test=0.1, validation=None, details=undefined)
+        score(s, b, test=0.9, validation=None, details=undefined)
+        mark_best(s, [f.id])
+    with database.session() as s:
+        label = feature_labels(s, [f.id])[f.id]
+        assert (label.explanation_id, label.score, label.selected_on) == (a.id, 0.1, "")
+        assert s.get(dbm.Explanation, a.id).is_best and not s.get(dbm.Explanation, b.id).is_best

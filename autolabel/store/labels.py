@@ -6,7 +6,9 @@ floor, null 95th percentile, bootstrap CI and verdict (issue 13). The choice nev
 test scores, so the reported number is not the maximum of k noisy estimates.
 
 - Scores made before the validation split existed have no validation value; the choice then
-  falls back to the test score, and the label says so: ``selected_on = "test"``.
+  falls back to the test score, and the label says so: ``selected_on = "test"``. Scores made
+  with a validation split never fall back to test: when no candidate has a defined validation
+  value, the oldest candidate is the label (``selected_on = ""``).
 - A feature whose candidates were all rejected by the quality gate has ``text=None`` and
   verdict ``rejected``: a rejected candidate's text is never a label.
 - A feature with ok candidates but no usable score is ``unscored`` (text of the candidate
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from autolabel.db import Explanation, Score
 
@@ -67,18 +69,30 @@ def choose(rows: Sequence[tuple[Explanation, Score]]) -> tuple[Explanation, Scor
     """The chosen (explanation, score, selected_on) among one feature's scored candidates.
 
     Only ok explanations with an ok score count. With validation values the highest one wins
-    ("validation"); without any (legacy scores) the highest test value does ("test"). Ties go
-    to the older candidate, so the choice is reproducible.
+    ("validation"). Scored on a collection with a validation split but without any defined
+    validation value (the feature never fired in its validation windows), no score may choose:
+    the oldest candidate is taken, ``selected_on = ""``. Only legacy scores (made before the
+    split existed) fall back to the highest test value ("test"). Ties go to the older
+    candidate, so the choice is reproducible.
     """
     usable = [(e, s) for e, s in rows if e.status == OK_STATUS and s.value is not None]
     with_val = [(e, s) for e, s in usable if s.validation_value is not None]
     if with_val:
         e, s = max(with_val, key=lambda r: (r[1].validation_value, -r[0].id))
         return e, s, "validation"
+    if any(had_validation_split(s) for _e, s in usable):
+        e, s = min(usable, key=lambda r: r[0].id)
+        return e, s, ""
     if usable:
         e, s = max(usable, key=lambda r: (r[1].value, -r[0].id))
         return e, s, "test"
     return None
+
+
+def had_validation_split(score: Score) -> bool:
+    """Whether ``score`` was made on a collection with validation examples (the score stage
+    then keeps the validation result in ``details``, even when its value is undefined)."""
+    return (score.details or {}).get("validation") is not None
 
 
 def scored_rows(session: Session, feature_ids: Sequence[int],
@@ -90,9 +104,17 @@ def scored_rows(session: Session, feature_ids: Sequence[int],
     simulator of the newest score row counts.
     """
     out: dict[int, list[tuple[Explanation, Score]]] = {}
+    # Scores are found through their explanations (the unique (explanation_id, scorer, ...)
+    # index): with the feature filter on the joined table, SQLite scanned every score of the
+    # scorer instead (26 ms per search at 50k scores, growing with the table).
+    of_features = select(Explanation.id).where(Explanation.feature_id.in_(list(feature_ids)))
     query = (select(Explanation, Score).join(Score, Score.explanation_id == Explanation.id)
-             .where(Explanation.feature_id.in_(list(feature_ids)), Score.scorer == scorer)
-             .order_by(Explanation.feature_id, Score.id))
+             .where(Score.explanation_id.in_(of_features.scalar_subquery()),
+                    Score.scorer == scorer)
+             .order_by(Explanation.feature_id, Score.id)
+             # explanations' settings JSON is never needed here (decoding JSON was most of a
+             # search's time on a 115-label database)
+             .options(defer(Explanation.settings)))
     for expl, score in session.execute(query).tuples():
         out.setdefault(expl.feature_id, []).append((expl, score))
     for fid, rows in out.items():
@@ -108,7 +130,7 @@ def feature_labels(session: Session, feature_ids: Sequence[int],
     scored = scored_rows(session, ids, scorer)
     candidates: dict[int, list[Explanation]] = {}
     for expl in session.scalars(select(Explanation).where(Explanation.feature_id.in_(ids))
-                                .order_by(Explanation.id)):
+                                .order_by(Explanation.id).options(defer(Explanation.settings))):
         candidates.setdefault(expl.feature_id, []).append(expl)
     return {fid: _label(fid, candidates.get(fid, []), scored.get(fid, []), scorer)
             for fid in ids}
