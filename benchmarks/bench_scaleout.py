@@ -1,5 +1,5 @@
 """Scale-out: corpus passes per run (the retired worker mode vs Ray), and collection throughput
-with 2 Ray workers vs 1 local process, measured in one run (issue 17.7, collection part).
+with 2 Ray workers vs 1 local process, measured in one run (issue 17.7), and end to end.
 
 (a) Corpus passes on 4,096 features. ``run --worker --batch-size 8`` ran collect → explain →
     score per claimed batch of 8 features, i.e. one collection (one corpus pass through the
@@ -15,12 +15,19 @@ with 2 Ray workers vs 1 local process, measured in one run (issue 17.7, collecti
     actors load theirs before the clock starts); "with startup" includes starting the actors.
 
     python benchmarks/bench_scaleout.py --tokens 30000 --pass-tokens 1500
+
+(c) End-to-end ``autolabel run`` of the offline default (issue 17.7, third bullet) on a smaller
+    budget, local vs ``--executor ray``, run on its own:
+
+    python benchmarks/bench_scaleout.py --end-to-end 8 --e2e-tokens 50000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +44,8 @@ from autolabel.db import open_database  # noqa: E402
 from autolabel.executors import LocalExecutor, RayExecutor  # noqa: E402
 from autolabel.loading import RunContext  # noqa: E402
 from autolabel.pipeline.collect import collect_settings  # noqa: E402
+from tests.collect.snapshots import collected  # noqa: E402
+from tests.executors.test_pools import same_scores, stored  # noqa: E402
 from tests.tiny import tiny_corpus, tiny_model_dir, tiny_sae_dir  # noqa: E402
 
 
@@ -115,14 +124,52 @@ def throughput(folder: Path, tokens: int) -> dict[str, Any]:
             "identical_results": signature(want.results) == signature(got.results)}
 
 
+def end_to_end(folder: Path, tokens: int, features: int) -> dict[str, Any]:
+    """(c): ``autolabel run`` of the offline default (collect, explain with the local Gemma,
+    score, embed, audit) on a smaller budget, local vs ``--executor ray`` (2 actors, 1 thread
+    each), in fresh processes: wall times, and whether the databases are equal (examples,
+    explanations, scores within 1e-6)."""
+    env = {**os.environ, "AUTOLABEL_COLLECT__TOKENS": str(tokens),
+           "AUTOLABEL_COLLECT__FEATURES": f"0:{features}", "AUTOLABEL_RUN__RAY_WORKERS": "2",
+           "AUTOLABEL_AUDIT__OUT_DIR": str(folder / "reports")}
+    out: dict[str, Any] = {"tokens": tokens, "features": features}
+    for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        db = folder / f"e2e-{name}.db"
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "autolabel.cli", "--db", str(db), "--json",
+                               "run", *extra], env=env, capture_output=True, text=True)
+        out[f"{name}_seconds"] = time.perf_counter() - start
+        out[f"{name}_status"] = (json.loads(done.stdout).get("status") if done.stdout.strip()
+                                 else f"exit {done.returncode}: {done.stderr[-300:]}")
+    dbs = {name: folder / f"e2e-{name}.db" for name in ("local", "ray")}
+    want, got = stored(dbs["local"]), stored(dbs["ray"])
+    out["same_examples"] = collected(dbs["local"]) == collected(dbs["ray"])
+    out["same_explanations"] = got["explanations"] == want["explanations"]
+    out["same_scores"] = same_scores(got["scores"], want["scores"])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=30_000, help="tokens for (b)")
     parser.add_argument("--pass-tokens", type=int, default=1_500, help="tokens for (a)")
     parser.add_argument("--batch", type=int, default=8, help="worker mode's --batch-size")
     parser.add_argument("--skip-passes", action="store_true")
+    parser.add_argument("--end-to-end", type=int, metavar="FEATURES",
+                        help="only (c): `autolabel run` local vs ray over this many features")
+    parser.add_argument("--e2e-tokens", type=int, default=50_000, help="tokens for (c)")
     args = parser.parse_args()
     out: dict[str, Any] = {}
+    if args.end_to_end:
+        with tempfile.TemporaryDirectory() as tmp:
+            out["end_to_end"] = e = end_to_end(Path(tmp), args.e2e_tokens, args.end_to_end)
+        print(f"(c) offline default, {e['features']} features, {e['tokens']:,} tokens: local "
+              f"{e['local_seconds']:.0f} s ({e['local_status']}), --executor ray "
+              f"{e['ray_seconds']:.0f} s ({e['ray_status']}); same examples "
+              f"{e['same_examples']}, explanations {e['same_explanations']}, scores "
+              f"{e['same_scores']}")
+        print(json.dumps(out))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_passes:
             out["passes"] = p = passes(Path(tmp), args.pass_tokens, args.batch)

@@ -3,7 +3,9 @@
 ``make_executor(ctx)`` picks one from ``run.executor``; ``using_executor`` scopes one to a block.
 Modules: :mod:`~autolabel.executors.base` (the interface and what crosses it),
 :mod:`~autolabel.executors.local`, :mod:`~autolabel.executors.on_ray` (connecting, sharded
-collection, actor pools), :mod:`~autolabel.executors.actors` (the code Ray actors run).
+collection, actor pools), :mod:`~autolabel.executors.actors` (the code Ray actors run),
+:mod:`~autolabel.executors.pools` (the explain/score workers pool actors hold, and how their
+LLM calls and spending come back to the driver).
 Ray is optional: only ``run.executor = "ray"`` imports it.
 """
 

@@ -13,7 +13,7 @@ Two kinds of work are defined:
   exactly (see :mod:`autolabel.collect.collector`).
 * ``map_batches(factory, method, batches)``: a pool of long-lived workers, each built once by
   ``factory`` (its LLM client or local model loaded for its whole life), calling
-  ``worker.method(batch)`` for every batch and yielding ``(batch, result)`` as results arrive.
+  ``worker.method(batch)`` for every batch and yielding ``(batch, result)`` in batch order.
   This is what the explain and score stages hand feature batches to; locally it is a plain
   loop over one worker.
 """

@@ -13,6 +13,9 @@ How a collection runs (issue 17):
 4. The driver merges the states. Keys and tie-breaks are pure functions of window identity, so
    the merge is exact: the database equals that of ``--executor local`` over the same corpus.
 
+Explain and score hand feature batches to ``map_batches``: a pool of actors, each holding its
+worker (:mod:`autolabel.executors.pools`) for its life, results given back in batch order.
+
 Faults are Ray's business: actors restart (``max_restarts``) and a shard whose worker process
 died is re-run on the restarted actor (``max_task_retries``); a shard is a pure function of its
 arguments, so a retry computes the same state. The driver stays the only database writer.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
@@ -36,6 +40,9 @@ from autolabel.loading import RunContext, corpus_plan
 T = TypeVar("T")
 RETRIES = 3  # Ray restarts an actor, and re-runs its interrupted call, this many times
 POLL_S = 0.5
+IN_FLIGHT = 2  # batches queued per pool actor: one running, one ready to start
+_END: Any = object()
+WORKER_ENV_PREFIXES = ("OPENAI_", "AUTOLABEL_", "HF_", "TRANSFORMERS_")
 
 
 def ray_module() -> ModuleType:
@@ -92,6 +99,15 @@ def connect(address: str | None) -> bool:
     return True
 
 
+def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver's settings actors need and a cluster's workers would not have: the LLM
+    server's key and URL (``OPENAI_*``, read by the SDK), autolabel's own (``AUTOLABEL_*``:
+    its cache folder) and Hugging Face's offline switches (``HF_*``). They travel in the
+    actors' Ray ``runtime_env``, which the cluster keeps while the run lasts."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k.startswith(WORKER_ENV_PREFIXES)}
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
@@ -131,7 +147,8 @@ class RayExecutor:
     def _options(self) -> dict[str, Any]:
         run = self.ctx.config.run
         return {"num_cpus": run.ray_cpus_per_worker, "num_gpus": run.ray_gpus_per_worker,
-                "max_restarts": RETRIES, "max_task_retries": RETRIES}
+                "max_restarts": RETRIES, "max_task_retries": RETRIES,
+                "runtime_env": {"env_vars": worker_env()}}
 
     def _actors(self) -> list[Any]:
         """The collect actors, started once (each loads the model and SAE in its constructor)."""
@@ -206,33 +223,90 @@ class RayExecutor:
     def map_batches(self, factory: Callable[[], Any], method: str,
                     batches: Iterable[T]) -> Iterator[tuple[T, Any]]:
         """A pool of actors, each holding ``factory()`` for its life; yields ``(batch,
-        worker.method(batch))`` as results arrive (any order). A call whose actor died is
-        re-run by Ray on the restarted actor."""
+        worker.method(batch))`` in batch order (as a local run does). ``batches`` is read lazily, at
+        most ``IN_FLIGHT`` per actor ahead of the results, so a budget checked while it is read
+        stops the work within those batches (an error reading it is raised once the batches
+        already handed out, and paid for, have been yielded). A call whose actor died is re-run
+        by Ray on the restarted actor. The collect actors are stopped first: they would hold
+        the CPUs (or GPUs) the pool needs."""
+        self._stop_collectors()
         remote = self.ray.remote(PoolActor).options(**self._options())
         threads = int(self.ctx.config.run.ray_cpus_per_worker)
-        pool = [remote.remote(factory, threads) for _ in range(self.n_workers())]
-        items = list(batches)
-        refs = {pool[i % len(pool)].call.remote(method, batch): i for i, batch in
-                enumerate(items)}
+        run = _Dispatch([remote.remote(factory, threads) for _ in range(self.n_workers())],
+                        method, iter(batches))
         try:
-            while refs:
-                ready, _ = self.ray.wait(list(refs), num_returns=1)
-                index = refs.pop(ready[0])
-                yield items[index], self._get(ready[0])
+            while run.fill():
+                if run.next_ready():
+                    batch, ref = run.give()
+                    yield batch, self._get(ref)
+                    continue
+                ready, _ = self.ray.wait(list(run.running), num_returns=1)
+                del run.running[ready[0]]
         finally:
-            for actor in pool:
+            for ref in run.running:
+                with contextlib.suppress(Exception):  # finished, or not cancellable
+                    self.ray.cancel(ref)
+            for actor in run.pool:
                 self.ray.kill(actor)
+
+    def _stop_collectors(self) -> None:
+        for actor in self._collectors or []:
+            self.ray.kill(actor)
+        self._collectors = None
 
     def close(self) -> None:
         """Stop the actors; shut Ray down if this executor started it."""
         if self._ray is None:
             return
-        for actor in self._collectors or []:
-            self._ray.kill(actor)
-        self._collectors = None
+        self._stop_collectors()
         if self._owns:
             self._ray.shutdown()
             self._owns = False
+
+
+class _Dispatch:
+    """Hands batches to the least-loaded pool actor and gives results back in batch order
+    (so the driver writes rows in the order a local run does); a finished batch keeps its
+    actor's slot until it is given back, so at most ``IN_FLIGHT`` per actor are held."""
+
+    def __init__(self, pool: list[Any], method: str, source: Iterator[Any]) -> None:
+        self.pool, self.method, self.source = pool, method, source
+        self.running: dict[Any, int] = {}  # ref -> sequence number
+        self.held: dict[int, tuple[Any, int, Any]] = {}  # seq -> (batch, actor index, ref)
+        self.load = [0] * len(pool)
+        self.sent = self.given = 0
+        self.stopped: Exception | None = None
+
+    def fill(self) -> bool:
+        """Hand out batches while actors have room; False once all are given back. An error
+        from the source (the budget) stops the handing out and is raised after the rest."""
+        while self.stopped is None and sum(self.load) < IN_FLIGHT * len(self.pool):
+            try:
+                batch = next(self.source, _END)
+            except Exception as exc:  # noqa: BLE001 - re-raised once in-flight work is back
+                self.stopped = exc
+                break
+            if batch is _END:
+                break
+            i = self.load.index(min(self.load))
+            ref = self.pool[i].call.remote(self.method, batch)
+            self.running[ref], self.held[self.sent] = self.sent, (batch, i, ref)
+            self.load[i] += 1
+            self.sent += 1
+        if not self.held and self.stopped is not None:
+            raise self.stopped
+        return bool(self.held)
+
+    def next_ready(self) -> bool:
+        """Whether the next batch in order has its result."""
+        return self.given in self.held and self.held[self.given][2] not in self.running
+
+    def give(self) -> tuple[Any, Any]:
+        """The next batch in order and its result's ref; its actor gets room for another."""
+        batch, i, ref = self.held.pop(self.given)
+        self.load[i] -= 1
+        self.given += 1
+        return batch, ref
 
 
 def _merged(into: ExampleCollector, other: ExampleCollector) -> ExampleCollector:

@@ -8,6 +8,7 @@ and a cost/token budget stops a run cleanly *before* it overspends. The table it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import threading
@@ -213,7 +214,15 @@ class RecordingClient:
         """Write one llm_calls row (ok or error); returns its id."""
         if self.database is None:
             return None
-        call = NewCall(
+        call = self._new_call(request, completion, error)
+        with self.database.session() as session:
+            return add_call(session, call)
+
+    def _new_call(
+        self, request: _Request, completion: Completion | None, error: BaseException | None
+    ) -> NewCall:
+        """The llm_calls row of one call (ok or error), not yet written."""
+        return NewCall(
             provider=self.provider, model=self.model, request_hash=request.key,
             request=self._request_json(request, completion), prompt=request.prompt,
             response=None if completion is None else _response_text(request.method, completion),
@@ -225,8 +234,24 @@ class RecordingClient:
             error=None if error is None else f"{type(error).__name__}: {first_line(error)}",
             run_id=self.run_id,
         )
+
+    def check_budget(self) -> None:
+        """Raise :class:`BudgetExceeded` when a budget is used up (before handing out work)."""
+        self._check_budget()
+
+    def absorb(self, calls: Sequence[NewCall], spent: dict[str, float]) -> list[int | None]:
+        """Take in calls another process made (a Ray actor's client, which writes nothing):
+        their ``llm_calls`` rows, written here under this client's run, and their spending,
+        counted against this client's budget, so the budget holds across a cluster. Returns
+        the new rows' ids, in order (None each without a database)."""
+        with self._lock:
+            for key in self._totals:
+                self._totals[key] += spent.get(key, 0)
+        if self.database is None or not calls:
+            return [None] * len(calls)
         with self.database.session() as session:
-            return add_call(session, call)
+            return [add_call(session, dataclasses.replace(call, run_id=self.run_id))
+                    for call in calls]
 
     def _request_json(self, request: _Request, completion: Completion | None) -> dict[str, Any]:
         """Settings and provenance; never credentials (the client holds the key, not us)."""

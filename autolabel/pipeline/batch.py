@@ -112,13 +112,13 @@ def _collect(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict
 
 def _explain(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return explain_stage(ctx.config, ctx.database, sae_name=state.get("sae"),
-                         progress=progress, ctx=ctx).__dict__
+                         progress=progress, ctx=ctx, executor=state.get("executor")).__dict__
 
 
 def _score(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:
     client = ctx.llm if scoring_needs_llm(ctx.config, list(ctx.config.scoring.scorers)) else None
     return score_stage(ctx.config, ctx.database, sae_name=state.get("sae"), client=client,
-                       progress=progress, ctx=ctx).__dict__
+                       progress=progress, ctx=ctx, executor=state.get("executor")).__dict__
 
 
 def _embed(ctx: RunContext, state: dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -12,9 +12,10 @@ LLM calls that failed are stored as status ``error`` (retried by the next run) a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,14 @@ from autolabel.corpus import iter_windows
 from autolabel.db import Database, SAERecord
 from autolabel.errors import NotFoundError
 from autolabel.examples import Example, TextExample, TokenDecoder
+from autolabel.executors import Executor
+from autolabel.executors.pools import (
+    ExplainBatch,
+    ExplainWorker,
+    absorb,
+    budgeted,
+    relinked,
+)
 from autolabel.explain import (
     GATE_VERSION,
     GateConfig,
@@ -99,9 +108,11 @@ def _counts(counts: dict[str, int]) -> str:
 def explain_stage(config: Config, database: Database, *, sae_name: str | None = None,
                   features: str | None = None, use_cache: bool = True, run_id: int | None = None,
                   client: LLMClient | None = None, progress: Progress = _noop,
-                  ctx: RunContext | None = None, recheck: bool = False) -> ExplainSummary:
+                  ctx: RunContext | None = None, recheck: bool = False,
+                  executor: Executor | None = None) -> ExplainSummary:
     """Re-check stored candidates with the gate, then explain every selected feature with
-    each configured explainer (train split only)."""
+    each configured explainer (train split only); LLM batches go to ``executor``'s actor pool
+    when it is a Ray one (this process stays the only database writer)."""
     start = time.perf_counter()
     ctx = ctx or RunContext(config, database, run_id=run_id, use_cache=use_cache)
     sae, ids, model_id = feature_context(database, sae_name, features)
@@ -120,7 +131,7 @@ def explain_stage(config: Config, database: Database, *, sae_name: str | None = 
         else:
             client = client or ctx.llm
             _explain_llm(config, database, examples, ctx.decoder, model_id, client,
-                         ctx.run_id, tally, progress, gate)
+                         ctx.run_id, tally, progress, gate, executor)
             llm_totals = dict(getattr(client, "totals", {}))
     return ExplainSummary(sae.name, len(ids), tally.created, tally.skipped, tally.statuses,
                           llm_totals, time.perf_counter() - start, tally.failed,
@@ -201,16 +212,19 @@ def _explain_tokens(config: Config, database: Database, examples: Examples,
 def _explain_llm(config: Config, database: Database, examples: Examples,
                  decoder: Callable[[str | None], TokenDecoder], model_id: str | None,
                  client: LLMClient, run_id: int | None, tally: _Tally,
-                 progress: Progress, gate: GateConfig) -> None:
+                 progress: Progress, gate: GateConfig, executor: Executor | None = None) -> None:
     """LLM candidates (best-of-k) in chunks; each chunk is stored before the next starts."""
     k = config.explain.k
-    explainer = LLMExplainer(client, template=config.explain.template,
-                             variant=config.explain.variant, k=k, seed=config.scoring.seed,
-                             temperature=config.llm.temperature, gate=gate,
-                             concurrency=config.llm.concurrency)
+    explainer = LLMExplainer(client, **_explainer_options(config, gate))
     todo = _missing(database, examples, "llm", client.model, explainer.prompt_hash, k)
     tally.skipped += len(examples) - len(todo)
     chunk = max(1, config.collect.batch_size)
+    if executor is not None and executor.name == "ray" and todo:
+        batches = (ExplainBatch(ids, [as_text(examples[f], decoder(model_id)) for f in ids])
+                   for ids in (todo[i:i + chunk] for i in range(0, len(todo), chunk)))
+        _explain_on_pool(config, database, executor, client, batches, len(todo), run_id,
+                         tally, progress, gate)
+        return
     try:
         for done in range(0, len(todo), chunk):
             ids = todo[done:done + chunk]
@@ -221,6 +235,33 @@ def _explain_llm(config: Config, database: Database, examples: Examples,
             progress(done + len(ids), len(todo))
     finally:
         tally.failed += explainer.failed_calls
+
+
+def _explainer_options(config: Config, gate: GateConfig) -> dict[str, Any]:
+    """``LLMExplainer``'s settings from the config (the same here and on Ray actors)."""
+    return {"template": config.explain.template, "variant": config.explain.variant,
+            "k": config.explain.k, "seed": config.scoring.seed,
+            "temperature": config.llm.temperature, "gate": gate,
+            "concurrency": config.llm.concurrency}
+
+
+def _explain_on_pool(config: Config, database: Database, executor: Executor,
+                     client: LLMClient, batches: Iterator[ExplainBatch], total: int,
+                     run_id: int | None, tally: _Tally, progress: Progress,
+                     gate: GateConfig) -> None:
+    """The chunks on a pool of Ray actors, each holding its explainer and LLM client; every
+    reply's candidates are stored here as it arrives, its LLM calls recorded and counted
+    against the run's budget (checked before each chunk is handed out)."""
+    factory = functools.partial(ExplainWorker, config.model_dump(mode="json"),
+                                _explainer_options(config, gate))
+    done = 0
+    for batch, reply in executor.map_batches(factory, "explain", budgeted(batches, client)):
+        results = relinked(reply.results, absorb(client, reply))
+        tally.failed += reply.failed
+        _store(database, dict(zip(batch.ids, results, strict=True)), run_id, tally)
+        tally.created += len(batch.ids)
+        done += len(batch.ids)
+        progress(done, total)
 
 
 def _missing(database: Database, examples: Examples, explainer: str, llm_model: str,

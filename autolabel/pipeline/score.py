@@ -22,15 +22,18 @@ building one loads nothing, so a finished stage costs a few queries.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from autolabel.config import Config
 from autolabel.db import Database, Explanation
 from autolabel.examples import TextExample, TokenDecoder
+from autolabel.executors import Executor, ExecutorError
+from autolabel.executors.pools import ScoreItem, ScoreWorker, absorb, budgeted
 from autolabel.llm import LLMClient
 from autolabel.loading import Progress, RunContext, _noop
 from autolabel.pipeline.explain import feature_context
@@ -130,8 +133,10 @@ def score_stage(config: Config, database: Database, *, sae_name: str | None = No
                 features: str | None = None, scorer_names: list[str] | None = None,
                 use_cache: bool = True, run_id: int | None = None,
                 client: LLMClient | None = None, progress: Progress = _noop,
-                ctx: RunContext | None = None) -> ScoreSummary:
+                ctx: RunContext | None = None,
+                executor: Executor | None = None) -> ScoreSummary:
     """Score ok explanations on validation and test; mark the best per feature (validation).
+    With a Ray ``executor`` the scoring itself runs on its actor pool (this process writes).
 
     Scorers are built only when there are explanations, and built lazily: a scorer loads its
     model on its first ``score``, which a stage with everything already scored never calls.
@@ -149,7 +154,7 @@ def score_stage(config: Config, database: Database, *, sae_name: str | None = No
     tally, settings = _Tally(), trust_settings(config)
     for scorer in scorers:
         _score_all(config, database, scorer, explanations, lambda: ctx.decoder(model_id),
-                   ctx.run_id, tally, progress, settings)
+                   ctx.run_id, tally, progress, settings, (executor, client))
     backfilled = backfill_trust(database, ids, settings)
     with database.session() as session:
         mark_best(session, ids)
@@ -163,8 +168,10 @@ def score_stage(config: Config, database: Database, *, sae_name: str | None = No
 def _score_all(config: Config, database: Database, scorer: Scorer,
                explanations: Sequence[Explanation], decoder: Callable[[], TokenDecoder],
                run_id: int | None, tally: _Tally, progress: Progress,
-               settings: TrustSettings) -> None:
+               settings: TrustSettings, pool: tuple[Executor | None, Any] = (None, None)
+               ) -> None:
     """Score each explanation lacking this scorer's score; one transaction per explanation.
+    ``pool``: (executor, the run's LLM client); a Ray executor scores on its actor pool.
 
     What is done is read under the scorer's identity before any sequence is decoded, so the
     tokenizer, too, loads only when something is left to score.
@@ -173,6 +180,10 @@ def _score_all(config: Config, database: Database, scorer: Scorer,
         done = scored_keys(session, [e.id for e in explanations], scorer.name, scorer.simulator)
     todo = [e for e in explanations if e.id not in done]
     tally.skipped += len(explanations) - len(todo)
+    if pool[0] is not None and pool[0].name == "ray" and todo:
+        job = _PoolJob(config, database, scorer, explanations, decoder, pool[1])
+        _score_on_pool(job, pool[0], todo, run_id, tally, progress, settings)
+        return
     cache: dict[int, HeldOut] = {}
     for i, expl in enumerate(todo):
         if expl.feature_id not in cache:
@@ -192,6 +203,16 @@ def _score_one(database: Database, scorer: Scorer, expl: Explanation, held: Held
     result = scorer.score(text, held.test, held.scale)
     validation = scorer.score(text, held.validation, held.scale) if held.validation else None
     floor = scorer.score(wrong_text, held.test, held.scale)  # same scorer, data; wrong text
+    _store_scored(database, scorer, expl, (result, validation, floor), wrong, wrong_text,
+                  run_id, tally, settings)
+
+
+def _store_scored(database: Database, scorer: Scorer, expl: Explanation,
+                  scored: tuple[ScoreResult, ScoreResult | None, ScoreResult],
+                  wrong: Explanation | None, wrong_text: str, run_id: int | None,
+                  tally: _Tally, settings: TrustSettings) -> None:
+    """One explanation's (test, validation, floor) scores, its trust, stored in one go."""
+    result, validation, floor = scored
     parts = [r for r in (result, validation, floor) if r is not None]
     outage = next((r for r in parts if r.status == ERROR), None)
     trust = (assess(result.truth, result.pred, result.value, floor.value, result.metric,
@@ -216,6 +237,62 @@ def _score_one(database: Database, scorer: Scorer, expl: Explanation, held: Held
         tally.verdicts[trust.verdict] = tally.verdicts.get(trust.verdict, 0) + 1
     if status == OK and result.value is not None and floor.value is not None:
         tally.pairs.append((result.value, floor.value))
+
+
+@dataclass
+class _PoolJob:
+    """What scoring on an actor pool needs besides the explanations to score."""
+
+    config: Config
+    database: Database
+    scorer: Scorer
+    explanations: Sequence[Explanation]  # all ok ones (the floor is drawn among them)
+    decoder: Callable[[], TokenDecoder]
+    client: Any  # the run's LLM client: records the actors' calls, holds the budget
+
+
+def _score_on_pool(job: _PoolJob, executor: Executor, todo: list[Explanation],
+                   run_id: int | None, tally: _Tally, progress: Progress,
+                   settings: TrustSettings) -> None:
+    """``todo`` in chunks on Ray actors, each holding this scorer (and its LLM client) for its
+    life; each chunk's scores are stored here, in order, exactly as the local loop does."""
+    floors: dict[int, tuple[Explanation | None, str]] = {}
+    factory = functools.partial(ScoreWorker, job.config.model_dump(mode="json"),
+                                job.scorer.name)
+    want, done, by_id = (job.scorer.name, job.scorer.simulator), 0, {e.id: e for e in todo}
+    batches = budgeted(_score_items(job, todo, floors), job.client)
+    for batch, reply in executor.map_batches(factory, "score", batches):
+        if reply.identity != want:
+            raise ExecutorError(f"a Ray worker chose scorer {reply.identity}, this process "
+                                f"{want}; give every node the same config and cache")
+        absorb(job.client, reply)
+        for item, scored in zip(batch, reply.results, strict=True):
+            expl = by_id[item.explanation_id]
+            wrong, wrong_text = floors[expl.id]
+            _store_scored(job.database, job.scorer, expl, scored, wrong, wrong_text, run_id,
+                          tally, settings)
+            done += 1
+            progress(done, len(todo))
+
+
+def _score_items(job: _PoolJob, todo: list[Explanation],
+                 floors: dict[int, tuple[Explanation | None, str]]) -> Iterator[list[ScoreItem]]:
+    """Chunks of explanations with their held-out data and floor text (decoded lazily)."""
+    chunk, cache = max(1, job.config.collect.batch_size), {}
+    for lo in range(0, len(todo), chunk):
+        items = []
+        for expl in todo[lo:lo + chunk]:
+            if expl.feature_id not in cache:
+                cache[expl.feature_id] = heldout_sequences(job.database, expl.feature_id,
+                                                           job.decoder())
+            wrong = pick_floor_explanation(job.explanations, expl.feature_id,
+                                           job.config.scoring.seed)
+            floors[expl.id] = (wrong, (wrong.text or "") if wrong is not None
+                               else FALLBACK_FLOOR_TEXT)
+            held = cache[expl.feature_id]
+            items.append(ScoreItem(expl.id, expl.text or "", held.validation, held.test,
+                                   held.scale, floors[expl.id][1]))
+        yield items
 
 
 def _summary(result: ScoreResult | None, text: str | None) -> dict[str, Any] | None:
