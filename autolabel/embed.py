@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import threading
@@ -86,6 +87,7 @@ def _load_local_model() -> Any:
 
 
 _LIGHT: LightMiniLM | None = None
+_SQRT_HALF = math.sqrt(0.5)  # a Python float: keeps float32 arrays float32
 _ERF_P = 0.3275911
 _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
@@ -100,6 +102,11 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return sign * (1.0 - poly * np.exp(-a * a))
 
 
+def _is_linear(name: str, value: np.ndarray) -> bool:
+    """Whether a BERT weight is a linear layer's ([out, in]; used as ``x @ w.T``)."""
+    return name.startswith("encoder.") and name.endswith(".weight") and value.ndim == 2
+
+
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """BERT's LayerNorm (eps 1e-12) over the hidden axis."""
     mean = x.mean(axis=-1, keepdims=True)
@@ -111,7 +118,7 @@ class LightMiniLM:
     """all-MiniLM-L6-v2 as sentence-transformers computes it (BERT, 6 layers, mean pooling,
     L2 normalisation), from the packaged ``tokenizer.json`` and ``model.safetensors`` with the
     ``tokenizers`` library and numpy in float32 (as torch computes it): equal to
-    sentence-transformers' vectors within 1e-5 (tested; measured 1.5e-7), loaded in well under
+    sentence-transformers' vectors within 1e-5 (tested; measured 2.0e-7), loaded in well under
     a second instead of importing torch and sentence-transformers (several seconds).
     """
 
@@ -127,7 +134,10 @@ class LightMiniLM:
         tokenizer.enable_truncation(self.MAX_TOKENS)
         self.tokenizer = tokenizer
         weights = load_file(str(model_dir / "model.safetensors"))
-        self.w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()
+        # Linear layers' weights are stored transposed ([in, out], contiguous), so that every
+        # product is a plain row-major ``x @ w`` (measured 40% faster than ``x @ w.T`` here).
+        self.w = {k: np.ascontiguousarray(v.T if _is_linear(k, v) else v, dtype=np.float32)
+                  for k, v in weights.items()
                   if k != "embeddings.position_ids" and not k.startswith("pooler.")}
         self.layers = sum(1 for k in self.w if k.endswith("attention.self.query.weight"))
         self.blas = ThreadpoolController()  # finds the BLAS numpy loaded (~30 ms, once)
@@ -139,11 +149,13 @@ class LightMiniLM:
         d = hidden // self.HEADS
 
         def heads(name: str) -> np.ndarray:
-            y = x @ w[f"{p}attention.self.{name}.weight"].T + w[f"{p}attention.self.{name}.bias"]
+            y = x @ w[f"{p}attention.self.{name}.weight"] + w[f"{p}attention.self.{name}.bias"]
             return y.reshape(n, self.HEADS, d).transpose(1, 0, 2)
 
         q, k, v = heads("query"), heads("key"), heads("value")
-        scores = q @ k.transpose(0, 2, 1) / np.sqrt(d)
+        # Python floats, not numpy float64 scalars: under numpy 2's promotion rules those
+        # would turn the whole forward into float64 (3x slower, and not torch's float32).
+        scores = q @ k.transpose(0, 2, 1) / math.sqrt(d)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         ctx = (scores / scores.sum(axis=-1, keepdims=True)) @ v
         return ctx.transpose(1, 0, 2).reshape(n, hidden)
@@ -158,13 +170,13 @@ class LightMiniLM:
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
-            attn = self._attention(x, p) @ w[f"{p}attention.output.dense.weight"].T \
+            attn = self._attention(x, p) @ w[f"{p}attention.output.dense.weight"] \
                 + w[f"{p}attention.output.dense.bias"]
             x = _layer_norm(x + attn, w[f"{p}attention.output.LayerNorm.weight"],
                             w[f"{p}attention.output.LayerNorm.bias"])
-            h = x @ w[f"{p}intermediate.dense.weight"].T + w[f"{p}intermediate.dense.bias"]
-            h = 0.5 * h * (1.0 + _erf(h / np.sqrt(2.0)))  # BERT's exact (erf) GELU
-            out = h @ w[f"{p}output.dense.weight"].T + w[f"{p}output.dense.bias"]
+            h = x @ w[f"{p}intermediate.dense.weight"] + w[f"{p}intermediate.dense.bias"]
+            h = 0.5 * h * (1.0 + _erf(h * _SQRT_HALF))  # BERT's exact (erf) GELU
+            out = h @ w[f"{p}output.dense.weight"] + w[f"{p}output.dense.bias"]
             x = _layer_norm(x + out, w[f"{p}output.LayerNorm.weight"],
                             w[f"{p}output.LayerNorm.bias"])
         pooled = x.mean(axis=0)

@@ -6,7 +6,8 @@ For each size, in one run:
 
 * **data**: synthetic explanations from templates over a vocabulary read from the stdlib's
   ``pydoc_data.topics`` (Zipf-like word frequencies), inserted with executemany so the FTS5
-  triggers index them as in production. Each text's vector is the normalised sum of the real
+  triggers index them as in production, each with a simulation score and verdict (the
+  labels every result shows). Each text's vector is the normalised sum of the real
   all-MiniLM-L6-v2 vectors of its five content words (so vectors live in the model's space and
   a real query embedding is meaningful), stored under the model's name.
 * **baseline**: today's exact scan (the previous release's path): read every vector row into a
@@ -132,7 +133,40 @@ def build_database(path: Path, n: int, vocab: list[str], word_vecs: np.ndarray,
                  for j in range(stop - start)])
     database.close()
     print(f"insert: explanations + FTS5 triggers {n / t_fts:,.0f}/s ({t_fts:.1f} s)", flush=True)
+    add_scores(path, n)
     return {"fts_insert_per_s": n / t_fts}
+
+
+VERDICT_SHARES = {"trusted": 0.3, "weak": 0.3, "at_floor": 0.3, "unscored": 0.1}
+
+
+def add_scores(path: Path, n: int) -> None:
+    """One simulation score per explanation, with floor, null, CI and a verdict (shares as in
+    VERDICT_SHARES), as the score stage writes them: every search result's label is read
+    from these rows, so a benchmark without them would leave that cost out. Skipped when
+    the database already has them (``--reuse``)."""
+    database = dbm.open_database(f"sqlite:///{path}")
+    with database.engine.connect() as conn:
+        if conn.exec_driver_sql("SELECT COUNT(*) FROM scores").scalar():
+            database.close()
+            return
+    rng = np.random.default_rng(1)  # its own stream: the texts and queries stay the same
+    names = list(VERDICT_SHARES)
+    t0 = time.perf_counter()
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        values = rng.uniform(0.0, 0.8, size=stop - start)
+        verdicts = rng.choice(len(names), size=stop - start, p=list(VERDICT_SHARES.values()))
+        with database.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO scores (explanation_id, scorer, simulator, value, floor_value,"
+                " n_examples, status, details, created_at, validation_value, null_mean,"
+                " null_p95, null_n, ci_low, ci_high, verdict) VALUES (?, 'simulation', 'sim',"
+                " ?, 0.05, 40, 'ok', '{}', '2026-01-01', ?, 0.0, 0.1, 16, ?, ?, ?)",
+                [(start + j + 1, float(v), float(v), float(v) - 0.1, float(v) + 0.1,
+                  names[k]) for j, (v, k) in enumerate(zip(values, verdicts, strict=True))])
+    database.close()
+    print(f"insert: {n:,} scores with verdicts in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +284,10 @@ def run_size(n: int, vocab: list[str], word_vecs: np.ndarray, embedder: LocalEmb
     if args.reuse and path.exists():  # the same seed made it: only the index is rebuilt
         results: dict[str, float] = {"fts_insert_per_s": float("nan")}
         generate(n, vocab, rng)  # keep the random stream where a fresh build leaves it
-        for stale in path.parent.glob(f"{path.name}.vectors/*"):
-            stale.unlink()
+        add_scores(path, n)
+        if not args.reuse_index:
+            for stale in path.parent.glob(f"{path.name}.vectors/*"):
+                stale.unlink()
     else:
         results = build_database(path, n, vocab, word_vecs, rng)
     database = dbm.open_database(f"sqlite:///{path}")
@@ -329,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the databases and indexes")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse a kept database of the same size (rebuilds its index)")
+    parser.add_argument("--reuse-index", action="store_true",
+                        help="with --reuse: keep its saved index too (build time then ~0)")
     parser.add_argument("--serve-db", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

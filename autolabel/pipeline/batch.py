@@ -65,7 +65,7 @@ def run_stages(ctx: RunContext, progress_factory: ProgressFactory | None,
     deadline = start + config.run.deadline if config.run.deadline else None
     results: list[StageResult] = []
     state: dict[str, Any] = {"report": None, "sae": None, "executor": executor}
-    status, error = "ok", None
+    status, error, partial = "ok", None, False
     beat = Heartbeat(ctx.database, ctx.run_id) if ctx.run_id is not None else None
     for stage in config.run.stages:
         t0 = time.monotonic()
@@ -73,7 +73,13 @@ def run_stages(ctx: RunContext, progress_factory: ProgressFactory | None,
         try:
             progress = _progress(stage, progress_factory, deadline, beat)
             summary = STAGES[stage](ctx, state, progress)
-            results.append(StageResult(stage, "ok", time.monotonic() - t0, summary))
+            outcome = _outcome(summary)
+            results.append(StageResult(stage, outcome, time.monotonic() - t0, summary))
+            if outcome == "partial":  # LLM outage: later stages still run on what was stored
+                _log_finished(results[-1], f"{summary['failed']} LLM calls failed (kept as "
+                              "retryable; re-run to retry them)")
+                partial = True
+                continue
         except BudgetExceeded as exc:
             status, error = "partial", str(exc)
             results.append(StageResult(stage, "partial", time.monotonic() - t0, {}))
@@ -83,9 +89,17 @@ def run_stages(ctx: RunContext, progress_factory: ProgressFactory | None,
         _log_finished(results[-1], error)
         if status != "ok":
             break
+    if status == "ok" and partial:
+        status, error = "partial", "some LLM calls failed; re-run to retry them"
     assert ctx.run_id is not None
     return RunSummary(ctx.run_id, status, results, state["report"], time.monotonic() - start,
                       error, loaded=list(ctx.loaded))
+
+
+def _outcome(summary: dict[str, Any]) -> str:
+    """A stage that finished but left LLM outages behind (``failed`` calls, stored as
+    retryable) is ``partial``: the run exits 3 so a nightly job knows to re-run."""
+    return "partial" if summary.get("failed") else "ok"
 
 
 def _log_finished(result: StageResult, error: str | None) -> None:

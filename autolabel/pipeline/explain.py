@@ -185,7 +185,8 @@ def corpus_background(config: Config, decode: TokenDecoder,
     counts: Counter[int] = Counter()
     for window in iter_windows(c.source, decode.tokenizer, window=c.window, seed=c.seed,
                                test_fraction=c.test_fraction, text_field=c.text_field,
-                               max_tokens=max_tokens):
+                               max_tokens=max_tokens,
+                               validation_fraction=c.validation_fraction):
         if window.split == "train":
             counts.update(window.token_ids[1:])
     ids = list(counts)

@@ -198,10 +198,19 @@ def exact_candidates(conn: Connection, model: str, q: np.ndarray, depth: int,
 
 
 def rrf(rankings: Sequence[Sequence[Candidate]], k: int = RRF_K) -> list[Candidate]:
-    """Reciprocal rank fusion: score = sum over rankings of 1 / (k + rank), rank from 1."""
+    """Reciprocal rank fusion: score = sum over rankings of 1 / (k + rank), rank from 1.
+
+    Equally relevant candidates (equal scores in one ranking) share the best of their ranks
+    ("1, 2, 2, 4"), so a tie in both rankings stays a tie after fusion and the verdict order
+    (:func:`prefer_trusted`) decides it, as it does in keyword and semantic mode; without
+    this, ties would be broken by explanation id.
+    """
     fused: dict[int, list[Any]] = {}
     for ranking in rankings:
-        for rank, (eid, fid, _) in enumerate(ranking, start=1):
+        rank, last = 0, None
+        for position, (eid, fid, score) in enumerate(ranking, start=1):
+            if last is None or _tie_key(score) != last:
+                rank, last = position, _tie_key(score)
             entry = fused.setdefault(eid, [fid, 0.0])
             entry[1] += 1.0 / (k + rank)
     return sorted(((eid, v[0], v[1]) for eid, v in fused.items()), key=lambda c: (-c[2], c[0]))

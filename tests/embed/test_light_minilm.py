@@ -39,6 +39,21 @@ def test_small_batches_do_not_import_sentence_transformers() -> None:
     assert out == "[]"
 
 
+def test_forward_stays_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every layer works in float32, as torch does: a numpy float64 scalar anywhere in the
+    forward (``np.sqrt(2.0)``) silently promoted it all to float64, 3x slower."""
+    seen: set[np.dtype] = set()
+    layer_norm = embed_module._layer_norm
+
+    def spy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        seen.add(x.dtype)
+        return layer_norm(x, weight, bias)
+
+    monkeypatch.setattr(embed_module, "_layer_norm", spy)
+    out = embed_module._light_model().embed(["months of the year"])
+    assert seen == {np.dtype(np.float32)} and out.dtype == np.float32
+
+
 @pytest.mark.slow
 def test_light_path_equals_sentence_transformers() -> None:
     light = embed_module._light_model().embed(TEXTS)
