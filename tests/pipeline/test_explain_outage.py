@@ -143,3 +143,30 @@ def test_human_output_says_why_it_is_partial(collected: tuple[Path, Path],
                         "--base-url", server.base_url)
     assert result.exit_code == 3, result.output
     assert "3 LLM calls failed" in result.stdout and "retried by the next run" in result.stdout
+
+
+def test_run_with_an_outage_exits_3_and_still_runs_later_stages(
+        collected: tuple[Path, Path], tmp_path: Path) -> None:
+    """`autolabel run` is partial (exit 3) when explain left retryable outages, yet scores what
+    it could; a re-run against a healthy server finishes with exit 0."""
+    config, source = collected
+    db = tmp_path / "run.db"
+    copy_db(source, db)
+    with flaky_server() as server:
+        env = {**ENV, "AUTOLABEL_LLM__PROVIDER": "openai", "AUTOLABEL_LLM__MODEL": "m",
+               "AUTOLABEL_LLM__BASE_URL": server.base_url,
+               "AUTOLABEL_RUN__STAGES": '["collect", "explain", "score"]',
+               "AUTOLABEL_SCORING__SIMULATOR": "embedding",
+               "AUTOLABEL_SEARCH__EMBEDDING_MODEL": "hash"}
+        args = ["--config", str(config), "--db", str(db), "--json", "run"]
+        first = CliRunner().invoke(cli, args, env=env)
+        assert first.exit_code == 3, first.output
+        data = json.loads(first.stdout)
+        assert data["status"] == "partial"
+        stages = {s["stage"]: s["status"] for s in data["stages"]}
+        assert stages == {"collect": "ok", "explain": "partial", "score": "ok"}
+        assert statuses(db).count("error") == 3
+        server.flaky = False
+        second = CliRunner().invoke(cli, args, env=env)
+        assert second.exit_code == 0, second.output
+        assert "error" not in statuses(db)
