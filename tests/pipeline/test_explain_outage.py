@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from autolabel.cli import cli
-from tests.llm.outage_server import OutageServer, _Handler
+from tests.llm.outage_server import OutageServer, _Handler, serving
 from tests.pipeline.test_score_outage import ENV, copy_db
 from tests.tiny import tiny_corpus, tiny_model_dir, tiny_sae_dir
 
@@ -59,14 +58,8 @@ class _FlakyHandler(_Handler):
 
 @contextmanager
 def flaky_server() -> Iterator[FlakyServer]:
-    server = FlakyServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(FlakyServer()) as server:
         yield server
-    finally:
-        server.stop()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
