@@ -17,8 +17,7 @@ from click.testing import CliRunner, Result
 
 from autolabel.cli import cli
 from tests.llm.outage_server import OutageServer, _Handler, serving
-from tests.pipeline.test_score_outage import ENV, copy_db
-from tests.tiny import tiny_corpus, tiny_model_dir, tiny_sae_dir
+from tests.pipeline.test_score_outage import ENV, copy_db, tiny_config
 
 
 class FlakyServer(OutageServer):
@@ -66,23 +65,7 @@ def flaky_server() -> Iterator[FlakyServer]:
 def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(config, database): four tiny features collected, nothing explained yet."""
     root = tmp_path_factory.mktemp("explain-outage")
-    model, sae = tiny_model_dir(root / "model"), tiny_sae_dir(root / "sae")
-    config = root / "c.toml"
-    config.write_text(f"""
-[subject]
-model = "{model}"
-layer = 2
-[sae]
-sae = "{sae}"
-[corpus]
-source = "{tiny_corpus(root / 'corpus.txt')}"
-window = 16
-[collect]
-tokens = 3000
-features = "0:4"
-[explain]
-explainers = ["llm"]
-""")
+    config = tiny_config(root, "llm")
     db = root / "collected.db"
     result = invoke(config, db, "collect")
     assert result.exit_code == 0, result.output

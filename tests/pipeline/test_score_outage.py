@@ -22,10 +22,8 @@ ENV = {"AUTOLABEL_LLM__MAX_RETRIES": "1", "AUTOLABEL_LLM__TIMEOUT": "1",
        "AUTOLABEL_LLM__CONCURRENCY": "1", "OPENAI_API_KEY": "sk-test"}
 
 
-@pytest.fixture(scope="module")
-def explained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(config, database): tiny features collected and explained by the token explainer."""
-    root = tmp_path_factory.mktemp("outage")
+def tiny_config(root: Path, explainer: str) -> Path:
+    """A config over four features of the tiny model, SAE and corpus under ``root``."""
     model, sae = tiny_model_dir(root / "model"), tiny_sae_dir(root / "sae")
     config = root / "c.toml"
     config.write_text(f"""
@@ -41,8 +39,16 @@ window = 16
 tokens = 3000
 features = "0:4"
 [explain]
-explainers = ["tokens"]
+explainers = ["{explainer}"]
 """)
+    return config
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(config, database): tiny features collected and explained by the token explainer."""
+    root = tmp_path_factory.mktemp("outage")
+    config = tiny_config(root, "tokens")
     db = root / "explained.db"
     for args in (["collect"], ["explain"]):
         result = invoke(config, db, *args)
