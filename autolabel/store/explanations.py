@@ -28,6 +28,8 @@ class CandidateLike(Protocol):
     candidate: int
     call_id: int | None
     settings: dict[str, Any]
+    reason: str | None  # the quality gate's reason code when rejected (issue 13)
+    gate_version: int | None  # the gate that judged it (None: not judged)
 
 
 def existing_explanations(session: Session, feature_ids: Sequence[int], explainer: str,
@@ -84,8 +86,8 @@ def store_candidates(session: Session, results: Mapping[int, Iterable[CandidateL
             row.text, row.status, row.error = cand.text, cand.status, cand.error
             row.raw_reply, row.llm_call_id = cand.raw_reply, cand.call_id
             row.settings, row.run_id = cand.settings, run_id
-            row.reason = getattr(cand, "reason", None)  # the quality gate's (issue 13)
-            row.gate_version = getattr(cand, "gate_version", None)
+            row.reason = cand.reason
+            row.gate_version = cand.gate_version
             session.add(row)
             statuses[cand.status] = statuses.get(cand.status, 0) + 1
     return statuses
