@@ -1,19 +1,6 @@
-"""Labels people can trust: a validation score to choose by, a null, a CI and a verdict.
+"""Schema for labels people can trust: three splits, null distributions, CIs and verdicts.
 
-Each ``scores`` row gains what issue 13 asks every score to carry:
-
-- ``validation_value``: the same scorer on the *validation* split, the only number best-of-k
-  chooses by (``value`` stays the test-split score, the one reported); NULL for scores made
-  before the validation split existed, whose choice is then marked "selected on test";
-- ``null_mean`` / ``null_p95`` / ``null_n``: the null distribution of the test score (the
-  explanation's own predictions paired with the wrong held-out sequences; no LLM call);
-- ``ci_low`` / ``ci_high``: a bootstrap 95% CI over held-out sequences;
-- ``verdict``: trusted | weak | at_floor | unscored, from the rule in the run's
-  ``[scoring]`` config. NULL on rows scored before this revision until the score stage fills
-  it in from the stored predictions (again without an LLM call).
-
-On SQLite the table is rebuilt in batch mode for the CHECK constraint; ``scores`` carries no
-search-index triggers.
+A placeholder in the revision chain while the work lands: until then it changes nothing.
 
 Revision ID: 0005
 Revises: 0004
@@ -24,30 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-
-from alembic import op
-
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-VERDICT_CHECK = "verdict IS NULL OR verdict IN ('trusted','weak','at_floor','unscored')"
-FLOAT_COLUMNS = ("validation_value", "null_mean", "null_p95", "ci_low", "ci_high")
-
 
 def upgrade() -> None:
-    with op.batch_alter_table("scores") as batch:
-        for name in FLOAT_COLUMNS:
-            batch.add_column(sa.Column(name, sa.Float(), nullable=True))
-        batch.add_column(sa.Column("null_n", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("verdict", sa.String(16), nullable=True))
-        batch.create_check_constraint("verdict", VERDICT_CHECK)
+    """Nothing yet."""
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("scores") as batch:
-        batch.drop_constraint(op.f("ck_scores_verdict"), type_="check")
-        for name in (*FLOAT_COLUMNS, "null_n", "verdict"):
-            batch.drop_column(name)
+    """Nothing yet."""

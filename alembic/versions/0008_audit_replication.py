@@ -1,14 +1,6 @@
-"""Audit report identity: ``audits.document_id``, unique across databases.
+"""Schema for audit replication and report identity.
 
-Two databases used to give their first audits the same document id (``AUD-00001``) and, through
-``autolabel run``'s shared default folder, the same report path. A report's document id is now
-``AUD-<short hash of the database identity>-<audit id>``, stored on the audit row when it is
-written, so it stays the id the report carries even if the database file moves later. Audits
-made before this revision keep NULL (their reports carry the old id). Replication statistics
-and orientation counts live in the flags' evidence JSON, which needs no schema change.
-
-A plain ADD COLUMN on both dialects; ``audits`` carries no search-index triggers, so the
-SQLite batch rebuild on downgrade needs nothing recreated.
+A placeholder in the revision chain while the work lands: until then it changes nothing.
 
 Revision ID: 0008
 Revises: 0007
@@ -19,10 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-
-from alembic import op
-
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
@@ -30,9 +18,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("audits", sa.Column("document_id", sa.String(length=40), nullable=True))
+    """Nothing yet."""
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("audits") as batch:
-        batch.drop_column("document_id")
+    """Nothing yet."""

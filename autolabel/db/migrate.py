@@ -8,11 +8,12 @@ once; ``check_database`` proves the schema is the one the models describe.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from filelock import FileLock
-from sqlalchemy import text
+from sqlalchemy import CheckConstraint, inspect, text
 from sqlalchemy.engine import Engine
 
 from autolabel.db.engine import (
@@ -46,7 +47,23 @@ def open_database(url: str | None = None, *, migrate: bool = True) -> Database:
     if migrate and current_revision(engine) != head_revision():
         with _migration_lock(engine, full):
             upgrade(engine)
+        _refuse_drift(engine, full)
     return Database(url=full, engine=engine)
+
+
+def _refuse_drift(engine: Engine, url: str) -> None:
+    """After an upgrade, prove the schema is the models' before any row is written.
+
+    A revision that changed after it shipped leaves a database "at head" without the columns
+    or CHECK values the code writes; that used to surface as an IntegrityError mid-run, after
+    the collection's work was done. Checked only when an upgrade ran, so an open stays cheap.
+    """
+    drift = schema_drift(engine)
+    if drift:
+        raise DatabaseError(
+            f"{redact(url)} was migrated to {head_revision()} but its schema differs from the "
+            f"models ({len(drift)} differences, first: {drift[0]}); restore it from a backup "
+            "or report it with the output of `autolabel db check`")
 
 
 def alembic_config(connection: Any = None) -> Any:
@@ -93,7 +110,37 @@ def schema_drift(engine: Engine) -> list[Any]:
         ctx = MigrationContext.configure(
             conn, opts={"compare_type": True, "include_name": _include_in_drift}
         )
-        return list(compare_metadata(ctx, Base.metadata))
+        return list(compare_metadata(ctx, Base.metadata)) + check_constraint_drift(engine)
+
+
+def check_constraint_drift(engine: Engine) -> list[Any]:
+    """CHECK constraints whose allowed values differ from the models' (Alembic's comparison
+    skips CHECKs, and a stale ``split IN ('train','test')`` refuses every validation row).
+
+    Values are compared as the sets of literals in the constraint's text, which SQLite keeps
+    as written and PostgreSQL rewrites (``= ANY (ARRAY[...])``) without changing the literals.
+    """
+    inspector, drift = inspect(engine), []
+    tables = set(inspector.get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in tables:
+            continue  # compare_metadata already reports the missing table
+        stored = {c["name"]: c["sqltext"] for c in inspector.get_check_constraints(table.name)}
+        for constraint in table.constraints:
+            if not isinstance(constraint, CheckConstraint):
+                continue
+            name, wanted = str(constraint.name), str(constraint.sqltext)
+            have = stored.get(name)
+            if have is None or _literals(have) != _literals(wanted):
+                drift.append(("check_differs", table.name, name, have, wanted))
+    return drift
+
+
+def _literals(sql: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The quoted strings and the bare integers of a CHECK constraint's text."""
+    strings = re.findall(r"'([^']*)'", sql)
+    numbers = re.findall(r"\b\d+\b", re.sub(r"'[^']*'", "", sql))
+    return frozenset(strings), frozenset(numbers)
 
 
 def _include_in_drift(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -147,7 +147,7 @@ class Example(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"))
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
-    split: Mapped[str] = mapped_column(String(16))  # train | validation | test (0007)
+    split: Mapped[str] = mapped_column(String(16))  # train | validation | test (0011)
     kind: Mapped[str] = mapped_column(String(16))
     bin: Mapped[int | None] = mapped_column(Integer)
     rank: Mapped[int] = mapped_column(Integer)
@@ -208,7 +208,7 @@ class Explanation(Base):
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
-    # Issue 13 (migration 0006): the quality gate's reason code for a ``rejected`` candidate,
+    # Issue 13 (migration 0010): the quality gate's reason code for a ``rejected`` candidate,
     # and the gate version that judged it (NULL: judged before the gate; re-checked).
     reason: Mapped[str | None] = mapped_column(String(32))
     gate_version: Mapped[int | None] = mapped_column(Integer)
@@ -243,7 +243,7 @@ class Score(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
-    # Issue 13 (migration 0005): ``value`` is the test-split score (the one reported);
+    # Issue 13 (migration 0009): ``value`` is the test-split score (the one reported);
     # ``validation_value`` the one best-of-k chooses by; null summary, bootstrap CI, verdict.
     validation_value: Mapped[float | None] = mapped_column(Float)
     null_mean: Mapped[float | None] = mapped_column(Float)
@@ -291,7 +291,7 @@ class Audit(Base):
     report_path: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Migration 0008: "AUD-<database hash>-<id>", unique across databases (NULL before 0008).
+    # Migration 0012: "AUD-<database hash>-<id>", unique across databases (NULL before 0012).
     document_id: Mapped[str | None] = mapped_column(String(40))
     __table_args__ = (Index("ix_audits_sae", "sae_id", "created_at"),)
 

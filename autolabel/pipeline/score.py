@@ -14,7 +14,7 @@ validation value, and its labels say "selected on test".
 
 Outages (transport or server failures) are stored as status ``error`` and re-scored by the next
 run; the summary counts them (``failed``) so the CLI can exit 3. Score rows made before
-migration 0005 get their null, CI and verdict from their stored predictions here, again
+migration 0009 get their null, CI and verdict from their stored predictions here, again
 without an LLM call. The stage sees scorers only through :class:`~autolabel.scoring.Scorer`;
 building one loads nothing, so a finished stage costs a few queries.
 """

@@ -1,6 +1,6 @@
 """Trust for scores made before the verdict existed: null, CI and verdict from what is stored.
 
-A score row made before migration 0005 keeps its per-token predictions in ``details`` and its
+A score row made before migration 0009 keeps its per-token predictions in ``details`` and its
 truths are the feature's stored test examples, so its null distribution, bootstrap CI and
 verdict can be computed now, exactly as the score stage computes them for new scores, without
 calling any LLM or loading any model. Its validation value stays empty: such a collection had

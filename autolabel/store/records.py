@@ -57,7 +57,7 @@ EXPLANATION_FIELDS: FieldSpec = {
 SCORE_FIELDS: FieldSpec = {
     "scorer": _S, "simulator": _S, "value": _OF, "floor_value": _OF, "n_examples": _I,
     "status": _S, "details": _D}
-# Issue 13's columns (migration 0005): always exported; optional on import, so a file written
+# Issue 13's columns (migration 0009): always exported; optional on import, so a file written
 # before them still imports (they are then NULL, as in a database made before them).
 SCORE_TRUST_FIELDS: FieldSpec = {
     "validation_value": _OF, "null_mean": _OF, "null_p95": _OF, "null_n": _OI,

@@ -135,7 +135,7 @@ def set_trust(row: Score, trust: Mapping[str, Any]) -> None:
 
 
 def untrusted_scores(session: Session, feature_ids: Sequence[int]) -> list[Score]:
-    """Score rows of these features without a verdict: made before migration 0005; the score
+    """Score rows of these features without a verdict: made before migration 0009; the score
     stage fills their verdict in from stored predictions (no LLM call)."""
     return list(session.scalars(select(Score).join(
         Explanation, Score.explanation_id == Explanation.id).where(

@@ -1,4 +1,4 @@
-"""Migration 0007: ``examples.split`` gains ``validation`` (and room for it: VARCHAR(16) on
+"""Migration 0011: ``examples.split`` gains ``validation`` (and room for it: VARCHAR(16) on
 PostgreSQL), ``work_items`` is dropped; a database made by the current release migrates."""
 
 from __future__ import annotations
@@ -68,3 +68,20 @@ def test_a_current_release_database_migrates(tmp_path: Path) -> None:
         assert sorted(after) == sorted(before)  # every old example kept, none relabelled
         conn.execute(text("UPDATE examples SET split = 'validation' WHERE id = "
                           "(SELECT min(id) FROM examples)"))
+
+
+def test_a_database_at_the_landed_head_stores_validation_examples(sqlite_url: str) -> None:
+    """The previous release shipped 0005-0008 as placeholders: its databases sit at 0008 with
+    the two-split CHECK. Opening one upgrades it (0009-0012) so the collect stage can store."""
+    dbm.upgrade(dbm.open_database(sqlite_url, migrate=False).engine, "0008")
+    database = dbm.open_database(sqlite_url)
+    assert dbm.schema_drift(database.engine) == []
+    _store_validation_example(database)
+
+
+@pytest.mark.postgres
+def test_a_postgres_database_at_the_landed_head_stores_validation_examples(pg_url: str) -> None:
+    dbm.upgrade(dbm.open_database(pg_url, migrate=False).engine, "0008")
+    database = dbm.open_database(pg_url)
+    assert dbm.schema_drift(database.engine) == []
+    _store_validation_example(database)

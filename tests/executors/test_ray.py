@@ -129,7 +129,7 @@ def test_the_old_work_queue_is_gone() -> None:
     """No module, option, table or README section of the PostgreSQL queue is left."""
     assert not (ROOT / "autolabel" / "workers.py").exists()
     sources = [p.read_text() for p in (ROOT / "autolabel").rglob("*.py")
-               if "migrations" not in p.parts]  # 0003 made the table, 0007 drops it
+               if "migrations" not in p.parts]  # 0003 made the table, 0011 drops it
     for needle in ("work_items", "WorkItem", "SKIP LOCKED", "run --worker", "heartbeating"):
         assert not [s for s in sources if needle in s], needle
     help_text = CliRunner().invoke(cli, ["run", "--help"]).output

@@ -1,4 +1,4 @@
-"""Databases made by the current release: migration 0006 keeps every row, and the gate then
+"""Databases made by the current release: migration 0010 keeps every row, and the gate then
 re-checks what was stored (explain stage and ``autolabel explain --recheck``)."""
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def _legacy_prompt() -> str:
 
 
 def _legacy_database(path: Path) -> tuple[dbm.Database, list[int], list[int]]:
-    """A database at revision 0005 (before the gate) holding LEGACY, scored and embedded,
+    """A database at revision 0009 (before the gate) holding LEGACY, scored and embedded,
     the loop marked best of its feature."""
     database = dbm.open_database(str(path), migrate=False)
-    dbm.upgrade(database.engine, "0005")
+    dbm.upgrade(database.engine, "0009")
     sae = add_sae(database, "old", 6)
     features = [add_feature(database, sae, i) for i in range(len(LEGACY))]
     with database.session() as s:
