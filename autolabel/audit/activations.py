@@ -19,15 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from autolabel.audit.pairs import Pair
 from autolabel.audit.stats import random_directions
 from autolabel.audit.taxonomy import AuditError
 from autolabel.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 Progress = Callable[[int, int], None]  # (done, total)
 MAX_BATCH_TOKENS = 4096  # padded tokens per forward batch
@@ -46,6 +48,7 @@ def tokenize(tokenizer: Any, texts: Sequence[str], **kwargs: Any) -> Any:
 
 def span_token_mask(offsets: Any, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
     """``[B, T]`` bool: real tokens whose character range overlaps the row's span."""
+    import torch  # heavy (~3 s); a run with no audit to do never loads it
     off = torch.as_tensor(offsets)
     span = torch.as_tensor(spans, dtype=off.dtype)
     start, end = off[..., 0], off[..., 1]
@@ -118,6 +121,7 @@ def encode_selected(sae: Any, x: torch.Tensor, feats: torch.Tensor) -> torch.Ten
     computed; TopK-style SAEs need every pre-activation to pick the top k, so they encode in
     full and keep the audited columns.
     """
+    import torch  # heavy (~3 s); a run with no audit to do never loads it
     inner: Any = getattr(sae, "sae", None)
     if type(inner).__name__ not in ELEMENTWISE:
         return sae.encode(x)[:, feats.to(x.device)].float()
@@ -134,6 +138,7 @@ def encode_selected(sae: Any, x: torch.Tensor, feats: torch.Tensor) -> torch.Ten
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and attention mask (positions come from the mask, so side is moot)."""
+    import torch  # heavy (~3 s); a run with no audit to do never loads it
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -147,6 +152,7 @@ def _batch_span_max(subject: Any, sae: Any, rows: list[list[int]], pos: list[lis
                     feats: torch.Tensor, dirs: torch.Tensor | None,
                     ) -> tuple[np.ndarray, np.ndarray]:
     """One forward batch: per row, the max over its span tokens of latents and projections."""
+    import torch  # heavy (~3 s); a run with no audit to do never loads it
     pad = subject.tokenizer.pad_token_id
     ids, mask = _pad(rows, 0 if pad is None else int(pad))
     resid = subject.resid(ids, mask)
@@ -162,6 +168,7 @@ def _batch_span_max(subject: Any, sae: Any, rows: list[list[int]], pos: list[lis
 
 def _row_max(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     """``[S, K]`` span-token values -> ``[n_rows, K]`` maximum per sentence."""
+    import torch  # heavy (~3 s); a run with no audit to do never loads it
     out = torch.full((n_rows, values.shape[1]), float("-inf"), dtype=values.dtype)
     return out.scatter_reduce_(0, rows[:, None].expand_as(values), values, reduce="amax")
 
@@ -175,6 +182,7 @@ def span_max(subject: Any, sae: Any, texts: Sequence[str], spans: Sequence[tuple
 
     Memory is ``N x F`` whatever the SAE width: only the audited columns are ever kept.
     """
+    import torch  # heavy (~3 s); a run with no audit to do never loads it
     inputs = span_inputs(subject.tokenizer, texts, spans, parts)
     feats = torch.as_tensor(features, dtype=torch.long)
     dirs = None if random_dirs is None else torch.as_tensor(random_dirs, dtype=torch.float32)
@@ -225,6 +233,7 @@ def token_activations(subject: Any, sae: Any, texts: Sequence[str], features: np
     Each token's text starts where the previous one ended, so the pieces joined give the
     sentence back, spaces included.
     """
+    import torch  # heavy (~3 s); a run with no audit to do never loads it
     enc = tokenize(subject.tokenizer, texts, padding=True, return_tensors="pt")
     resid = subject.resid(enc["input_ids"], enc["attention_mask"])
     flat = resid.reshape(-1, resid.shape[-1]).float()

@@ -52,10 +52,9 @@ so the counts always sum to n_firing).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from autolabel.collect.keys import priority_keys, window_ids
 from autolabel.collect.slots import Items, Slots, beats, cat_items, numpy_slots, ranked
@@ -70,9 +69,11 @@ from autolabel.collect.types import (
 from autolabel.errors import CollectionError
 from autolabel.examples import Example
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 _FINE_PER_BIN = 4
 _NO_SCALE = -(10**6)  # exponent of a feature that has not fired yet
-_HIST_INNER = torch.tensor(HISTOGRAM_EDGES[1:-1], dtype=torch.float32)
 _GC_MIN = 4096
 _FRACTION_BITS = 32  # exact sums: activations in integer units of 2**-32
 
@@ -86,6 +87,7 @@ def bin_quotas(total: int, n_bins: int) -> list[int]:
 def fixed_point(values: Tensor) -> tuple[Tensor, Tensor]:
     """Whole and fractional parts (units of 2**-32) of non-negative values, as int64: adding
     these is exact and associative, unlike adding floats."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     v = values.double().clamp(0, 2.0**62)
     whole = torch.floor(v)
     return whole.long(), torch.round((v - whole) * 2.0**_FRACTION_BITS).long()
@@ -95,6 +97,7 @@ class _Batch:
     """One update's masked activations plus the lookups every store needs."""
 
     def __init__(self, acts: Tensor, input_ids: Tensor, mask: Tensor, ignore: Tensor) -> None:
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         real = mask.bool()
         self.valid = real & ~torch.isin(input_ids, ignore)
         self.acts = acts.float().clamp_min(0)  # a fresh copy: the caller's tensor is not touched
@@ -107,6 +110,7 @@ class _Batch:
 
     def window_acts(self, b: Tensor, f: Tensor, width: int) -> Tensor:
         """Per-token activations of feature column f in row b, padding removed, width W."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         rows = self.acts[b, :, f]
         if self.order is not None:
             rows = rows.gather(1, self.order[b])
@@ -125,6 +129,7 @@ class ExampleCollector:
         settings: CollectSettings = CollectSettings(),  # noqa: B008 - frozen, safe default
         ignore_token_ids: Collection[int] = (),
     ) -> None:
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         check_features(features, None)
         if window < 1:
             raise CollectionError(f"window must be >= 1 token, got {window}; fix the window size")
@@ -133,9 +138,11 @@ class ExampleCollector:
         self.width = int(window)
         self._ignore = torch.tensor(sorted({int(t) for t in ignore_token_ids}), dtype=torch.int64)
         self._feature_ids = torch.tensor(self.features, dtype=torch.int64)
+        self._hist_inner = torch.tensor(HISTOGRAM_EDGES[1:-1], dtype=torch.float32)
         self._init_state(len(self.features))
 
     def _init_state(self, n: int) -> None:
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         s = self.settings
         self._n_fine = _FINE_PER_BIN * s.n_bins
         self._top = {sp: Slots(n, s.top(sp), self.width) for sp in SPLITS}
@@ -167,7 +174,6 @@ class ExampleCollector:
         """Windows whose tokens are kept; bounded by 2x the windows any slot refers to."""
         return len(self._bank)
 
-    @torch.no_grad()
     def update(
         self,
         acts: Tensor,
@@ -178,21 +184,23 @@ class ExampleCollector:
         starts: Sequence[int],
     ) -> None:
         """Fold one batch in; ``acts`` is [B, T, F] for the selected features, on any device."""
-        self._check_batch(acts, input_ids, attention_mask, document_ids, splits, starts)
-        ids, mask = input_ids.detach().cpu().long(), attention_mask.detach().cpu()
-        batch = _Batch(acts.detach().cpu(), ids, mask, self._ignore)
-        self._widen(int(batch.lengths.max()) if len(batch.lengths) else 0)
-        self._add_stats(batch)
-        wrefs = self._register(ids, mask, document_ids, splits, starts)
-        wids = window_ids(document_ids, starts)
-        keys = priority_keys(self.settings.seed, self._feature_ids, wids)
-        self._grow_scale(batch.wmax.amax(0) if batch.wmax.shape[0] else None)
-        for split in SPLITS:
-            in_split = torch.tensor([s == split for s in splits], dtype=torch.bool)
-            self._offer_split(split, batch, in_split, keys, (wids, wrefs))
-            if split in self._rand:
-                self._offer_random(split, batch, in_split, keys, (wids, wrefs))
-        self._collect_garbage()
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
+        with torch.no_grad():
+            self._check_batch(acts, input_ids, attention_mask, document_ids, splits, starts)
+            ids, mask = input_ids.detach().cpu().long(), attention_mask.detach().cpu()
+            batch = _Batch(acts.detach().cpu(), ids, mask, self._ignore)
+            self._widen(int(batch.lengths.max()) if len(batch.lengths) else 0)
+            self._add_stats(batch)
+            wrefs = self._register(ids, mask, document_ids, splits, starts)
+            wids = window_ids(document_ids, starts)
+            keys = priority_keys(self.settings.seed, self._feature_ids, wids)
+            self._grow_scale(batch.wmax.amax(0) if batch.wmax.shape[0] else None)
+            for split in SPLITS:
+                in_split = torch.tensor([s == split for s in splits], dtype=torch.bool)
+                self._offer_split(split, batch, in_split, keys, (wids, wrefs))
+                if split in self._rand:
+                    self._offer_random(split, batch, in_split, keys, (wids, wrefs))
+            self._collect_garbage()
 
     def _check_batch(
         self,
@@ -225,6 +233,7 @@ class ExampleCollector:
     def _add_stats(self, batch: _Batch) -> None:
         """Token statistics from the firing entries only (sparse); acts are >= 0, so the sum
         over firing tokens is the sum over all tokens."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         self._n_tokens += int(batch.valid.sum())
         if batch.wmax.shape[0]:
             self._max = torch.maximum(self._max, batch.wmax.amax(0))
@@ -232,7 +241,8 @@ class ExampleCollector:
         values = batch.acts[nz[:, 0], nz[:, 1], nz[:, 2]]
         self._n_firing += torch.bincount(nz[:, 2], minlength=len(self._n_firing))
         self._add_sum(nz[:, 2], values)
-        cells = nz[:, 2] * self._hist.shape[1] + torch.bucketize(values, _HIST_INNER, right=True)
+        cells = nz[:, 2] * self._hist.shape[1] + torch.bucketize(values, self._hist_inner,
+                                                                      right=True)
         self._hist.view(-1).index_add_(0, cells, torch.ones_like(cells))
 
     def _add_sum(self, features: Tensor, values: Tensor) -> None:
@@ -254,6 +264,7 @@ class ExampleCollector:
         starts: Sequence[int],
     ) -> Tensor:
         """Bank each window's real tokens once; slots refer to windows by a running number."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         first = self._next_wref
         real = mask.bool()
         for row in range(ids.shape[0]):
@@ -274,12 +285,14 @@ class ExampleCollector:
 
     def _fine_bins(self, values: Tensor, features: Tensor) -> Tensor:
         """Fine bin of each value on its feature's (0, 2^e] grid: ceil(v·n / 2^e) - 1."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         exponent = (-self._exp[features]).clamp(-1000, 1000).double()
         scaled = values.double() * self._n_fine * torch.pow(2.0, exponent)
         return (torch.ceil(scaled).long() - 1).clamp(0, self._n_fine - 1)
 
     def _grow_scale(self, peak: Tensor | None) -> None:
         """Raise 2^e above each feature's new max, merging its fine reservoirs to match."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         if peak is None:
             return
         need = torch.frexp(peak).exponent.long()
@@ -326,41 +339,46 @@ class ExampleCollector:
 
     def _collect_garbage(self, force: bool = False) -> None:
         """Drop banked windows no slot refers to, so the bank stays O(slots)."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         if len(self._bank) <= self._gc_at and not force:
             return
         live = set(torch.cat([s.wref.flatten() for s in self._stores()]).unique().tolist())
         self._bank = {w: v for w, v in self._bank.items() if w in live}
         self._gc_at = max(_GC_MIN, 2 * len(self._bank))
 
-    @torch.no_grad()
     def merge(self, other: ExampleCollector) -> None:
         """Fold another collector's state in; ``other`` is consumed.
 
         The result equals one collector fed both sets of windows (module docstring), so shards
         of a corpus can be collected apart and merged in any order.
         """
-        if other.features != self.features or other.settings.sampling() != self.settings.sampling():
-            raise CollectionError("only collectors of the same features and sampling settings "
-                                  "can merge; collect every shard with one configuration")
-        self._widen(other.width)
-        other._widen(self.width)
-        offset = self._next_wref
-        self._bank.update({ref + offset: window for ref, window in other._bank.items()})
-        self._next_wref += other._next_wref
-        self._merge_stats(other)
-        self._grow_scale(other._max)
-        for split in SPLITS:
-            top = _shifted(other._top[split].take_all(), offset)
-            dropped = self._top[split].offer(top.feature, -top.value.double(), top)
-            flow = cat_items([dropped, _shifted(other._res[split].take_all(), offset)])
-            self._res[split].absorb(self._res_rows(flow), flow.key, flow)
-        for split in RANDOM_SPLITS:
-            quiet = _shifted(other._rand[split].take_all(), offset)
-            self._rand[split].absorb(quiet.feature, quiet.key, quiet)
-        self._collect_garbage(force=True)
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
+        with torch.no_grad():
+            same = other.settings.sampling() == self.settings.sampling()
+            if other.features != self.features or not same:
+                raise CollectionError("only collectors of the same features and sampling "
+                                      "settings can merge; collect every shard with one "
+                                      "configuration")
+            self._widen(other.width)
+            other._widen(self.width)
+            offset = self._next_wref
+            self._bank.update({ref + offset: window for ref, window in other._bank.items()})
+            self._next_wref += other._next_wref
+            self._merge_stats(other)
+            self._grow_scale(other._max)
+            for split in SPLITS:
+                top = _shifted(other._top[split].take_all(), offset)
+                dropped = self._top[split].offer(top.feature, -top.value.double(), top)
+                flow = cat_items([dropped, _shifted(other._res[split].take_all(), offset)])
+                self._res[split].absorb(self._res_rows(flow), flow.key, flow)
+            for split in RANDOM_SPLITS:
+                quiet = _shifted(other._rand[split].take_all(), offset)
+                self._rand[split].absorb(quiet.feature, quiet.key, quiet)
+            self._collect_garbage(force=True)
 
     def _merge_stats(self, other: ExampleCollector) -> None:
         """Counts, exact sums, maxima and histograms add up (or take the max)."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         self._n_tokens += other._n_tokens
         self._n_firing += other._n_firing
         self._sum += other._sum

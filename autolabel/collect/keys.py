@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -63,6 +64,7 @@ def document_hash(document_id: str) -> int:
 
 def window_ids(document_ids: Sequence[str], starts: Sequence[int]) -> Tensor:
     """One int64 identity per window in [0, 2**62), a pure function of (document, start)."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     docs = torch.tensor([_signed(document_hash(str(d))) for d in document_ids], dtype=torch.int64)
     start = torch.tensor([int(s) for s in starts], dtype=torch.int64)
     mixed = splitmix64(docs ^ splitmix64(start))
@@ -75,6 +77,7 @@ def priority_keys(seed: int, features: Tensor, wids: Tensor) -> Tensor:
     ``features`` are SAE latent indices (not column positions), so a feature's keys are the
     same whichever other features are collected beside it.
     """
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     salt = splitmix64(torch.tensor([_signed(int(seed) * _FEATURE_SALT)], dtype=torch.int64))
     per_feature = splitmix64(features.to(torch.int64) ^ salt)
     h = splitmix64(wids.to(torch.int64)[:, None] ^ per_feature[None, :])

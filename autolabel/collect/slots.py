@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _PAD_WID = 2**62  # table padding sorts after every real window identity (< 2**62)
 _FIELDS = ("score", "value", "key", "feature", "wid", "wref")
@@ -47,6 +49,7 @@ class Items:
 
 def cat_items(parts: Sequence[Items]) -> Items:
     """One bag from several (all with or all without per-token activations)."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     acts = None if parts[0].acts is None else torch.cat([p.acts for p in parts])  # type: ignore[misc]
     return Items(
         torch.cat([p.feature for p in parts]),
@@ -66,6 +69,7 @@ class Slots:
     """
 
     def __init__(self, rows: int, m: int, width: int | None) -> None:
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         self.m = m
         self.score = torch.full((rows, m), math.inf, dtype=torch.float64)
         self.value = torch.zeros((rows, m), dtype=torch.float32)
@@ -86,6 +90,7 @@ class Slots:
     def worst(self) -> tuple[Tensor, Tensor]:
         """Per row, the (score, wid) of the slot a candidate must beat to enter: the largest by
         (score, wid); (inf, -1) while a slot is free, (-inf, -1) for rows of no slots."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         rows = self.score.shape[0]
         if self.m == 0:
             return (torch.full((rows,), -math.inf, dtype=torch.float64),
@@ -100,6 +105,7 @@ class Slots:
         return beats(score, wid, w_score[rows], w_wid[rows])
 
     def widen(self, width: int) -> None:
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         if self.acts is not None and self.acts.shape[2] < width:
             pad = width - self.acts.shape[2]
             self.acts = torch.nn.functional.pad(self.acts, (0, pad))
@@ -119,6 +125,7 @@ class Slots:
     ) -> Items | None:
         """Rows are unordered: winners overwrite only the slots they free, so a merge never
         moves the activations of items that stay. Ties go to the smaller window identity."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         admit = self.admits(rows, score, items.wid)
         losers = items.select(~admit) if want_losers else None
         if not bool(admit.any()):
@@ -145,6 +152,7 @@ class Slots:
 
     def _kept(self, tables: list[Tensor]) -> Tensor:
         """[U, m + K] mask of the m best entries per row by (score, wid)."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         by_wid = torch.sort(tables[4], dim=1, stable=True).indices
         by_score = torch.sort(tables[0].gather(1, by_wid), dim=1, stable=True).indices
         best = by_wid.gather(1, by_score[:, : self.m])
@@ -157,6 +165,7 @@ class Slots:
 
         Only the small per-slot fields are tabled; per-token activations move by index. Padding
         sorts after everything (score inf, wid huge), and free slots (wid -1) before it."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         new = [score, items.value, items.key, items.feature, items.wid, items.wref]
         out = []
         for cur, cand in zip(self.fields(), new, strict=True):
@@ -170,6 +179,7 @@ class Slots:
         self, tables: list[Tensor], kept: Tensor, urows: Tensor, first: Tensor, items: Items
     ) -> Items:
         """Real items that lost: evicted slots and rejected candidates (read before writing)."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         u, j = (~kept & torch.isfinite(tables[0])).nonzero(as_tuple=True)
         acts = None
         if self.acts is not None and items.acts is not None:
@@ -182,6 +192,7 @@ class Slots:
 
     def take_rows(self, rows: Tensor) -> Items:
         """Remove and return the items of ``rows`` (fine bins merging, states merging)."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         real = torch.isfinite(self.score[rows])
         acts = None if self.acts is None else self.acts[rows][real]
         out = Items(
@@ -200,6 +211,7 @@ class Slots:
 
     def take_all(self) -> Items:
         """Remove and return every item (a partial state being merged into another)."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         return self.take_rows(torch.arange(self.score.shape[0]))
 
 

@@ -8,14 +8,14 @@ layer needs neither the subject loader nor the corpus module: anything with the 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Protocol
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Protocol
 
 from autolabel.collect.collector import ExampleCollector
 from autolabel.collect.types import CollectSettings, FeatureResult, check_features
 from autolabel.errors import CollectionError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class _WindowLike(Protocol):
@@ -66,6 +66,7 @@ def encode_batch(
     subject: SubjectLike, sae: SAELike, batch: WindowBatchLike, columns: Tensor, ignore: Tensor
 ) -> Tensor:
     """[B, T, F] activations of the selected latents; padding/special rows are never encoded."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     ids, mask = batch.input_ids, batch.attention_mask
     resid = subject.resid(ids, mask)
     keep = (mask.bool() & ~torch.isin(ids, ignore.to(ids.device))).to(resid.device)
@@ -102,6 +103,7 @@ def collect_state(
 ) -> ExampleCollector | None:
     """``collect`` without the final step: the collector itself (a shard's partial state, to
     be merged with the others'), or None when there were no batches at all."""
+    import torch  # heavy (~3 s); a run with nothing to collect never loads it
     check_features(features, _d_sae(sae))
     special = sorted({int(t) for t in subject.special_token_ids})
     ignore, columns = torch.tensor(special, dtype=torch.int64), torch.tensor(list(features))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from autolabel.corpus.sources import iter_documents
 from autolabel.errors import CorpusError, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 # A trailing chunk with fewer document tokens than this is dropped: a window of one or two tokens
 # after BOS carries almost no context and its activations are dominated by position effects.
@@ -251,6 +252,7 @@ def batch_windows(windows: Iterable[Window], batch_size: int, pad_id: int,
 
 def _pad(group: list[Window], pad_id: int, fixed: int | None = None) -> WindowBatch:
     """Build the padded tensors for one batch."""
+    import torch  # heavy (~3 s); only a collection pads batches
     width = max([len(w.token_ids) for w in group] + [fixed or 0])
     input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(group), width), dtype=torch.long)

@@ -19,12 +19,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from autolabel.llm.base import Capabilities, Completion, TokenLogprob, render_messages
 from autolabel.subject import DEFAULT_MODEL, _load_hf, _pick_device, _pick_dtype
+
+if TYPE_CHECKING:
+    pass
 
 # Any top-k is served (clipped to the vocabulary); the number is fixed so that it is known
 # without loading the model, and only has to clear the simulators' threshold (10).
@@ -166,6 +167,7 @@ class LocalClient:
     ) -> list[Completion]:
         """One batched ``generate`` call: greedy at temperature 0, seeded sampling else; the
         prompts' shared prefix comes from a KV cache when there is one worth reusing."""
+        import torch  # heavy (~3 s); only generation needs it
         start = time.perf_counter()
         rows = [list(self.tokenizer(t, add_special_tokens=special).input_ids) for t in texts]
         config = self._gen_config(max_tokens, temperature, stop)
@@ -247,6 +249,7 @@ class LocalClient:
         return self._prefixes[prefix]
 
     def _tensor(self, rows: list[list[int]]) -> Any:
+        import torch  # heavy (~3 s); only generation needs it
         return torch.tensor(rows, dtype=torch.long, device=self.device)
 
     def _gen_config(self, max_tokens: int, temperature: float,
@@ -306,6 +309,7 @@ class LocalClient:
 
     def prompt_logprobs(self, prompt: str, *, top_logprobs: int = 20) -> Completion:
         """Exact logprobs of every prompt token (BOS first, with None) from one forward."""
+        import torch  # heavy (~3 s); only generation needs it
         start = time.perf_counter()
         ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
         with torch.inference_mode():
@@ -347,6 +351,7 @@ def _common_prefix(rows: list[list[int]]) -> int:
 
 def _seeded(seed: int | None) -> contextlib.AbstractContextManager[None]:
     """Seed torch for one sampling call without disturbing the caller's global RNG state."""
+    import torch  # heavy (~3 s); only generation needs it
     if seed is None:
         return contextlib.nullcontext()
 

@@ -18,7 +18,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from autolabel.errors import ConfigError
 from autolabel.scoring.simulators import (
@@ -111,6 +110,7 @@ class LocalLogprobSimulator:
         return ids, slots
 
     def predict(self, explanation: str, sequences: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         prefix = self.prefix_ids(explanation)
         suffixes = [self.suffix_ids(s) for s in sequences]
         out: list[np.ndarray] = [np.zeros(0)] * len(sequences)
@@ -136,6 +136,7 @@ class LocalLogprobSimulator:
     def _batch(self, prefix_cache: Any, n_prefix: int,
                items: list[tuple[list[int], list[int]]]) -> list[np.ndarray]:
         """One forward of a right-padded batch of sequences over a copy of the prefix cache."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         if not items:
             return []
         width = max(len(ids) for ids, _ in items)
@@ -153,6 +154,7 @@ class LocalLogprobSimulator:
 
     def _digits_ev(self, hidden: Any) -> np.ndarray:
         """Expected digit from hidden states at slots: only the 10 digit logits are computed."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         weight = self.lm.get_output_embeddings().weight[self.digit_ids]
         logits = (hidden.to(weight.dtype) @ weight.T).float()
         cap = getattr(self.lm.config, "final_logit_softcapping", None)
@@ -162,12 +164,14 @@ class LocalLogprobSimulator:
         return (probs @ torch.arange(10, dtype=torch.float32, device=probs.device)).cpu().numpy()
 
     def _tensor(self, rows: list[list[int]]) -> Any:
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         return torch.tensor(rows, dtype=torch.long, device=next(self.lm.parameters()).device)
 
     def predict_naive(self, explanation: str,
                       sequences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Reference: the full prompt per sequence, full LM head and softmax, no cache reuse.
         Used by the tests (KV reuse must match it) and the cost benchmark."""
+        import torch  # heavy (~3 s); a run with nothing to collect never loads it
         prefix = self.prefix_ids(explanation)
         out = []
         with torch.inference_mode():
