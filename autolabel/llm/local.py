@@ -17,6 +17,7 @@ import copy
 import math
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -204,8 +205,12 @@ class LocalClient:
         ids = self._tensor([r[:n] + [pad] * (width - len(r) + n) + r[n:] for r in rows])
         mask = self._tensor([[1] * n + [0] * (width - len(r) + n) + [1] * (len(r) - n)
                              for r in rows])
-        out = self.lm.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
-                               generation_config=config, tokenizer=self.tokenizer)
+        with warnings.catch_warnings():
+            # Recent transformers rename the argument to ``cache`` (a FutureWarning on every
+            # call); the releases we still support (>=4.50) only know ``past_key_values``.
+            warnings.filterwarnings("ignore", "`past_key_values` is deprecated", FutureWarning)
+            out = self.lm.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                                   generation_config=config, tokenizer=self.tokenizer)
         self.prefix_stats["tokens_saved"] += n * (len(rows) - 1)
         return out, n + width
 
