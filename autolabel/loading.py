@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-def _noop(done: int, total: int) -> None:
+def no_progress(done: int, total: int) -> None:
     """Progress sink used when the caller shows none."""
 
 
@@ -111,7 +111,7 @@ def shard_batches(config: Config, tokenizer: Any, cut: CorpusCut, shard: int,
 
 
 def train_default_sae(config: Config, subject: SubjectModel, out_dir: Path,
-                      progress: Progress = _noop) -> TrainReport:
+                      progress: Progress = no_progress) -> TrainReport:
     """Train the configured small SAE on the configured corpus (held-out tokens for the report)."""
     s = config.sae
     batches = ((b.input_ids, b.attention_mask)
@@ -129,7 +129,7 @@ def default_sae_path(config: Config) -> Path:
 
 
 def resolve_sae(config: Config, subject: SubjectModel,
-                progress: Progress = _noop) -> tuple[LoadedSAE, dict[str, Any] | None]:
+                progress: Progress = no_progress) -> tuple[LoadedSAE, dict[str, Any] | None]:
     """Load the configured SAE; the offline default is trained once (under a lock) and cached."""
     spec, metrics = config.sae.sae, None
     if spec == "default":
@@ -213,7 +213,7 @@ class RunContext:
     """
 
     def __init__(self, config: Config, database: Database, *, run_id: int | None = None,
-                 use_cache: bool = True, sae_progress: Progress = _noop,
+                 use_cache: bool = True, sae_progress: Progress = no_progress,
                  llm_factory: Callable[[RunContext], LLMClient] | None = None) -> None:
         self.config, self.database = config, database
         self.run_id, self.use_cache = run_id, use_cache

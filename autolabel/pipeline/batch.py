@@ -20,7 +20,7 @@ from autolabel.config import Config
 from autolabel.db import Database
 from autolabel.errors import AutolabelError, BudgetExceeded
 from autolabel.executors import Executor, using_executor
-from autolabel.loading import Progress, RunContext, _noop
+from autolabel.loading import Progress, RunContext, no_progress
 from autolabel.logs import logged_progress, stage_logger
 from autolabel.pipeline.collect import collect_stage
 from autolabel.pipeline.explain import explain_stage
@@ -113,7 +113,7 @@ def _progress(stage: str, factory: ProgressFactory | None, deadline: float | Non
               beat: Heartbeat | None) -> Progress:
     """The stage's progress callback (a UI bar when given, periodic log lines always), guarded
     by the deadline and the crash hook, beating the run's heartbeat."""
-    sink = factory(stage) if factory else _noop
+    sink = factory(stage) if factory else no_progress
     return guarded(stage, logged_progress(stage, sink), deadline, beat)
 
 

@@ -14,22 +14,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from autolabel.collect import SPLITS, CollectSettings
 from autolabel.config import Config
 from autolabel.corpus import SplitTally
-from autolabel.db import Collection, Database
+from autolabel.db import Database
 from autolabel.errors import SAEError
 from autolabel.executors import CollectOutcome, Executor, ModelIdentity, using_executor
 from autolabel.loading import (
     Progress,
     RunContext,
-    _noop,
     collection_spec,
     default_sae_path,
     known_collection_spec,
     known_sae,
+    no_progress,
     train_default_sae,
 )
 from autolabel.logs import stage_logger
@@ -37,6 +35,7 @@ from autolabel.saes import TrainReport, load_sae
 from autolabel.selection import parse_feature_range
 from autolabel.store import (
     CollectionSpec,
+    collection_by_key,
     features_done,
     finish_collection,
     register_sae,
@@ -69,7 +68,7 @@ class CollectSummary:
 
 
 def sae_train_stage(config: Config, database: Database, out_dir: Path | None,
-                    progress: Progress = _noop) -> tuple[TrainReport, str]:
+                    progress: Progress = no_progress) -> tuple[TrainReport, str]:
     """``autolabel sae train``: train, save (sae-lens format), record it with its hash."""
     ctx = RunContext(config, database)
     target = out_dir or default_sae_path(config)
@@ -85,7 +84,7 @@ def sae_train_stage(config: Config, database: Database, out_dir: Path | None,
 
 
 def collect_stage(config: Config, database: Database, *, force: bool = False,
-                  progress: Progress = _noop, sae_progress: Progress = _noop,
+                  progress: Progress = no_progress, sae_progress: Progress = no_progress,
                   ctx: RunContext | None = None,
                   executor: Executor | None = None) -> CollectSummary:
     """Collect examples and statistics for the configured features (skips ones already done).
@@ -160,15 +159,15 @@ def _already_collected(config: Config, database: Database) -> CollectSummary | N
 
 def _done_features(session: Any, spec: CollectionSpec) -> set[int]:
     """Features this exact collection already stored."""
-    row = session.scalar(select(Collection).where(Collection.key == spec.key()))
+    row = collection_by_key(session, spec)
     return features_done(session, row.id) if row is not None else set()
 
 
 def _collection_id(database: Database, spec: CollectionSpec) -> int:
     """The id of the collection row for ``spec`` (0 when there is none)."""
     with database.session() as session:
-        cid = session.scalar(select(Collection.id).where(Collection.key == spec.key()))
-    return int(cid or 0)
+        row = collection_by_key(session, spec)
+        return row.id if row is not None else 0
 
 
 def collect_settings(config: Config) -> CollectSettings:

@@ -42,7 +42,7 @@ from autolabel.explain import (
     prompt_facts,
 )
 from autolabel.llm import LLMClient
-from autolabel.loading import Progress, RunContext, _noop
+from autolabel.loading import Progress, RunContext, no_progress
 from autolabel.store import (
     existing_explanations,
     feature_model_id,
@@ -107,7 +107,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 def explain_stage(config: Config, database: Database, *, sae_name: str | None = None,
                   features: str | None = None, use_cache: bool = True, run_id: int | None = None,
-                  client: LLMClient | None = None, progress: Progress = _noop,
+                  client: LLMClient | None = None, progress: Progress = no_progress,
                   ctx: RunContext | None = None, recheck: bool = False,
                   executor: Executor | None = None) -> ExplainSummary:
     """Re-check stored candidates with the gate, then explain every selected feature with

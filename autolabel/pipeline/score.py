@@ -35,7 +35,7 @@ from autolabel.examples import TextExample, TokenDecoder
 from autolabel.executors import Executor, ExecutorError
 from autolabel.executors.pools import ScoreItem, ScoreWorker, absorb, budgeted
 from autolabel.llm import LLMClient
-from autolabel.loading import Progress, RunContext, _noop
+from autolabel.loading import Progress, RunContext, no_progress
 from autolabel.pipeline.explain import feature_context
 from autolabel.pipeline.trust import backfill_trust, trust_settings
 from autolabel.scoring import Scorer, ScoreResult, make_scorer, needs_llm
@@ -132,7 +132,7 @@ def scoring_needs_llm(config: Config, scorer_names: Sequence[str]) -> bool:
 def score_stage(config: Config, database: Database, *, sae_name: str | None = None,
                 features: str | None = None, scorer_names: list[str] | None = None,
                 use_cache: bool = True, run_id: int | None = None,
-                client: LLMClient | None = None, progress: Progress = _noop,
+                client: LLMClient | None = None, progress: Progress = no_progress,
                 ctx: RunContext | None = None,
                 executor: Executor | None = None) -> ScoreSummary:
     """Score ok explanations on validation and test; mark the best per feature (validation).

@@ -11,6 +11,7 @@ from autolabel.store.collections import (
     ACT_DTYPE,
     TOKEN_DTYPE,
     CollectionSpec,
+    collection_by_key,
     features_done,
     find_collection,
     finish_collection,
@@ -37,6 +38,7 @@ from autolabel.store.scores import add_score, mark_best, score_stats, scored_key
 
 __all__ = [
     "ACT_DTYPE", "TOKEN_DTYPE", "CollectionSpec", "FeaturePayload", "add_score",
+    "collection_by_key",
     "existing_explanations", "feature_explanations", "feature_model_id", "feature_payload",
     "features_done", "find_collection", "find_sae", "finish_collection", "get_feature",
     "list_features", "load_examples", "mark_best", "ok_explanations", "register_sae",

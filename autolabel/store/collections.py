@@ -67,6 +67,12 @@ def find_collection(session: Session, spec: CollectionSpec) -> Collection | None
     )
 
 
+def collection_by_key(session: Session, spec: CollectionSpec) -> Collection | None:
+    """The collection row for ``spec`` whatever its status (a killed run leaves ``running``,
+    whose stored features a resumed run keeps)."""
+    return session.scalar(select(Collection).where(Collection.key == spec.key()))
+
+
 def features_done(session: Session, collection_id: int) -> set[int]:
     """Feature indices whose examples from this collection are already stored."""
     rows = session.scalars(select(Feature.index).where(Feature.collection_id == collection_id))
