@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+# One llama.cpp server for the whole session (imported into a test module, a session fixture
+# is that module's own: two modules used to start two 1.4 GB servers).
+from tests.llama_server import llama_server  # noqa: F401  (fixture)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -155,6 +155,7 @@ class KillingServer(OutageServer):
         super().__init__("ok")
         self.RequestHandlerClass = _KillingHandler
         self.kill_at, self.killed = kill_at, 0
+        self.delay_s = 0.0  # seconds each counted reply waits (set by a test between runs)
         self.pids: list[int | None] = []
 
 
@@ -175,6 +176,7 @@ class _KillingHandler(_Handler):
             self.server.killed = pid
             os.kill(pid, signal.SIGKILL)
             return
+        time.sleep(self.server.delay_s)
         super().do_POST()
 
 
@@ -254,11 +256,14 @@ def test_a_ray_run_resumed_after_sigkill_equals_an_uninterrupted_one(
         parts: dict[str, Path], tmp_path: Path) -> None:
     """The driver of ``run --executor ray`` SIGKILLed mid-explain (after its first stored LLM
     candidates), then resumed with ``--executor ray``: the database equals a local run's,
-    integrity ok, no run left ``running``."""
+    integrity ok, no run left ``running``. During the run that is killed each reply takes
+    0.3 s, so batches of candidates arrive ~0.6 s apart and the kill (polled every 0.2 s) lands
+    mid-explain; with instant replies all six were once stored between two polls."""
     with killing_server() as server:
         config = write_config(tmp_path / "c.toml", parts, server.base_url)
         clean, killed = tmp_path / "clean.db", tmp_path / "killed.db"
         assert run_process(config, clean).wait(timeout=900) == 0
+        server.delay_s = 0.3
         proc = run_process(config, killed, "--executor", "ray")
         deadline = time.monotonic() + 900
         while proc.poll() is None and llm_candidates(killed) == 0:
@@ -268,6 +273,7 @@ def test_a_ray_run_resumed_after_sigkill_equals_an_uninterrupted_one(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         assert 0 < llm_candidates(killed) < 6  # killed mid-explain
+        server.delay_s = 0.0
         resumed = run_process(config, killed, "--executor", "ray")
         assert resumed.wait(timeout=900) == 0, resumed.stderr.read() if resumed.stderr else ""
     with sqlite3.connect(killed) as conn:

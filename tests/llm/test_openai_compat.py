@@ -13,7 +13,6 @@ import pytest
 from autolabel.db import Database
 from autolabel.errors import LLMError
 from autolabel.llm import Capabilities, OpenAIClient, RecordingClient
-from tests.llama_server import llama_server  # noqa: F401  (fixture)
 from tests.llm.helpers import (
     CONTENT_ECHO,
     LEGACY_ECHO,
@@ -173,7 +172,7 @@ def test_complete_many_keeps_order_and_runs_concurrently() -> None:
 
 
 @pytest.mark.slow
-def test_openai_client_against_llama_cpp(llama_server: str, database: Database) -> None:  # noqa: F811
+def test_openai_client_against_llama_cpp(llama_server: str, database: Database) -> None:
     client = OpenAIClient("gemma-3-270m", base_url=llama_server, timeout=120, max_retries=1)
     caps = client.capabilities()
     assert caps.chat and caps.completions and caps.echo_logprobs and caps.max_top_logprobs >= 5

@@ -8,7 +8,6 @@ import pytest
 from autolabel.examples import TextExample
 from autolabel.scoring.simulation import SimulationScorer
 from autolabel.scoring.simulators import EchoLogprobSimulator
-from tests.llama_server import llama_server  # noqa: F401  (fixture)
 from tests.scoring.fakes import OracleSimulator
 
 
@@ -26,20 +25,23 @@ def test_simulation_score_records_simulator_subsets_and_degenerate() -> None:
 
 
 @pytest.mark.slow
-def test_echo_logprob_simulation_against_llama_cpp(llama_server: str) -> None:  # noqa: F811
-    """Score one explanation through a real OpenAI-compatible server's echo + logprobs."""
+def test_echo_logprob_simulation_against_llama_cpp(llama_server: str) -> None:
+    """Score one explanation through a real OpenAI-compatible server's echo + logprobs.
+
+    One sequence, so one request: llama-cpp-python sorts the whole 262k vocabulary in Python
+    for every echoed position (~0.9 s each here), and the few-shot prefix alone is ~260
+    tokens. Pooled r is defined on one sequence's six tokens; subsets (top vs random) are
+    covered with the oracle above."""
     from autolabel.llm import OpenAIClient
 
-    client = OpenAIClient("gemma-3-270m", base_url=llama_server, timeout=300, max_retries=1)
+    client = OpenAIClient("gemma-3-270m", base_url=llama_server, timeout=600, max_retries=1)
     assert client.capabilities().echo_logprobs
     top = TextExample(tokens=[" In", " March", " and", " April", " it", " rained"],
                       activations=[0, 1.0, 0, 0.8, 0, 0], kind="top", document_id="d1")
-    rand = TextExample(tokens=[" The", " cat", " sat", " down"], activations=[0, 0, 0, 0],
-                       kind="random", document_id="d2")
-    result = SimulationScorer(EchoLogprobSimulator(client)).score("names of months", [top, rand],
+    result = SimulationScorer(EchoLogprobSimulator(client)).score("names of months", [top],
                                                                   scale=1.0)
     assert result.simulator == "llm-echo:gemma-3-270m"
     assert result.status in {"ok", "degenerate"}, result.details
-    assert result.n_examples == 2 and result.details["tokens_processed"] > 0
+    assert result.n_examples == 1 and result.details["tokens_processed"] > 0
     if result.status == "ok":
         assert result.value is not None and -1.0 <= result.value <= 1.0
