@@ -33,6 +33,7 @@ import argparse
 import math
 import shutil
 import sqlite3
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -48,12 +49,19 @@ from autolabel.examples import TextExample
 from autolabel.scoring import EmbeddingSimulator, SimulationScorer, Simulator
 from autolabel.scoring.metrics import normalise_truth, pooled_pearson
 from autolabel.store.labels import choose
-from autolabel.wording import tokens as wording_tokens
 
-LOOP = ("the 0th month of the month of the month of the month of the month of the month of "
-        "the month of the month")
-TOKEN_LABEL = 'tokens " with", " With"'
-TOP_TOKENS = ["with", "With"]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for the label variants the wording-invariance test uses
+
+from tests.scoring.test_wording_invariance import (  # noqa: E402
+    LOOP,
+    TOKEN_LABEL,
+    TOP_TOKENS,
+)
+from tests.scoring.test_wording_invariance import variants as label_variants  # noqa: E402
+
+VARIANT_NAMES = ("as written", "twice", "5 times", "each word doubled", "+ top tokens x6")
+
 K = 8
 
 
@@ -111,19 +119,9 @@ def decoder(model: str) -> Any:
     return decode
 
 
-def doubled(label: str) -> str:
-    """Every word (or quoted literal) of ``label`` written twice."""
-    parts = []
-    for k, tok in enumerate(wording_tokens(label)):
-        parts.append((" " if k and tok.space_before else "") +
-                     (f"{tok.text} {tok.text}" if tok.is_word else tok.text))
-    return "".join(parts)
-
-
 def variants(label: str, top: Sequence[str]) -> dict[str, str]:
-    return {"as written": label, "twice": f"{label} {label}", "5 times": " ".join([label] * 5),
-            "each word doubled": doubled(label),
-            "+ top tokens x6": label + " " + " ".join(list(top) * 6)}
+    """The test's label variants (``tests/scoring/test_wording_invariance.py``), named."""
+    return dict(zip(VARIANT_NAMES, label_variants(label, top), strict=True))
 
 
 def raw_score(sim: Simulator, text: str, seqs: Sequence[TextExample], scale: float) -> float:
