@@ -58,12 +58,17 @@ def _refuse_drift(engine: Engine, url: str) -> None:
     or CHECK values the code writes; that used to surface as an IntegrityError mid-run, after
     the collection's work was done. Checked only when an upgrade ran, so an open stays cheap.
     """
+    _raise_on_drift(engine, f"{redact(url)} was migrated to {head_revision()} but its",
+                    "restore it from a backup or report it with the output of "
+                    "`autolabel db check`")
+
+
+def _raise_on_drift(engine: Engine, subject: str, fix: str) -> None:
+    """One DatabaseError naming the first difference between the models and the schema."""
     drift = schema_drift(engine)
     if drift:
-        raise DatabaseError(
-            f"{redact(url)} was migrated to {head_revision()} but its schema differs from the "
-            f"models ({len(drift)} differences, first: {drift[0]}); restore it from a backup "
-            "or report it with the output of `autolabel db check`")
+        raise DatabaseError(f"{subject} schema differs from the models ({len(drift)} "
+                            f"differences, first: {drift[0]}); {fix}")
 
 
 def alembic_config(connection: Any = None) -> Any:
@@ -176,10 +181,6 @@ def check_database(database: Database) -> dict[str, Any]:
             f"{url} is at revision {rev or '(empty)'} but this autolabel needs {head}; "
             "run `autolabel db upgrade`"
         )
-    drift = schema_drift(database.engine)
-    if drift:
-        raise DatabaseError(
-            f"{url} schema differs from the models ({len(drift)} differences, first: "
-            f"{drift[0]}); it was changed by hand or by another version — restore or re-create it"
-        )
+    _raise_on_drift(database.engine, url, "it was changed by hand or by another version — "
+                    "restore or re-create it")
     return {"url": url, "revision": rev, "head": head, "drift": []}

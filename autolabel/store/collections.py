@@ -60,17 +60,16 @@ class CollectionSpec:
         return content_hash(sorted(self.__dict__.items()))
 
 
-def find_collection(session: Session, spec: CollectionSpec) -> Collection | None:
-    """A finished collection with this exact spec, if any (re-running it is a no-op)."""
-    return session.scalar(
-        select(Collection).where(Collection.key == spec.key(), Collection.status == "ok")
-    )
-
-
 def collection_by_key(session: Session, spec: CollectionSpec) -> Collection | None:
     """The collection row for ``spec`` whatever its status (a killed run leaves ``running``,
-    whose stored features a resumed run keeps)."""
+    whose stored features a resumed run keeps); the key is unique."""
     return session.scalar(select(Collection).where(Collection.key == spec.key()))
+
+
+def find_collection(session: Session, spec: CollectionSpec) -> Collection | None:
+    """A finished collection with this exact spec, if any (re-running it is a no-op)."""
+    row = collection_by_key(session, spec)
+    return row if row is not None and row.status == "ok" else None
 
 
 def features_done(session: Session, collection_id: int) -> set[int]:
