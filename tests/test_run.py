@@ -120,15 +120,15 @@ def test_run_end_to_end_then_nothing_to_do(tiny: dict[str, Path], tmp_path: Path
 def heavy_imports_of_a_run(config: Path, db: Path) -> list[str]:
     """The heavy libraries a fresh ``autolabel run`` process imported (importing torch alone
     costs ~3 s, most of what a run with nothing to do used to take)."""
-    probe = ("import runpy, sys\n"
+    probe = ("import json, runpy, sys\n"
              f"sys.argv = ['autolabel', '--db', {str(db)!r}, '--config', {str(config)!r}, 'run']\n"
              "try:\n    runpy.run_module('autolabel.cli', run_name='__main__')\n"
              "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
-             "print(sorted(m for m in ('torch', 'scipy', 'transformers', 'sae_lens') "
-             "if m in sys.modules))\n")
+             "print(json.dumps(sorted(m for m in ('torch', 'scipy', 'transformers', "
+             "'sae_lens') if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
-    return list(json.loads(out.strip().splitlines()[-1].replace("'", '"')))
+    return list(json.loads(out.strip().splitlines()[-1]))
 
 
 def test_second_concurrent_run_exits_clearly(tiny: dict[str, Path], tmp_path: Path) -> None:
