@@ -30,7 +30,7 @@ from autolabel.examples import TextExample
 from autolabel.explain import Candidate, LLMExplainer
 from autolabel.llm import LLMClient, make_client
 from autolabel.llm.recording import RecordingClient
-from autolabel.scoring import ScoreResult, make_scorer, needs_llm
+from autolabel.scoring import make_scorer, needs_llm, score_with_floor
 from autolabel.store.llm_calls import NewCall
 
 SPENT_KEYS = ("calls", "cached", "tokens_in", "tokens_out", "cost")
@@ -132,13 +132,8 @@ class ScoreWorker:
     def score(self, items: Sequence[ScoreItem]) -> PoolReply:
         """Per item: the test score, the validation score (None without validation data) and
         the floor (the wrong text on the same test data), exactly as the local stage does."""
-        results: list[tuple[ScoreResult, ScoreResult | None, ScoreResult]] = []
-        for item in items:
-            result = self.scorer.score(item.text, item.test, item.scale)
-            validation = (self.scorer.score(item.text, item.validation, item.scale)
-                          if item.validation else None)
-            floor = self.scorer.score(item.wrong_text, item.test, item.scale)
-            results.append((result, validation, floor))
+        results = [score_with_floor(self.scorer, item.text, item.wrong_text, item.test,
+                                    item.validation, item.scale) for item in items]
         calls, spent = self.client.take() if self.client is not None else ([], {})
         return PoolReply(results, calls, spent,
                          identity=(self.scorer.name, self.scorer.simulator))

@@ -38,7 +38,14 @@ from autolabel.llm import LLMClient
 from autolabel.loading import Progress, RunContext, no_progress
 from autolabel.pipeline.explain import feature_context
 from autolabel.pipeline.trust import backfill_trust, trust_settings
-from autolabel.scoring import Scorer, ScoreResult, make_scorer, needs_llm
+from autolabel.scoring import (
+    ScoredSplits,
+    Scorer,
+    ScoreResult,
+    make_scorer,
+    needs_llm,
+    score_with_floor,
+)
 from autolabel.scoring.trust import RULE, TrustSettings, assess
 from autolabel.scoring.types import ERROR, OK
 from autolabel.store.explanations import ok_explanations
@@ -188,27 +195,30 @@ def _score_all(config: Config, database: Database, scorer: Scorer,
     for i, expl in enumerate(todo):
         if expl.feature_id not in cache:
             cache[expl.feature_id] = heldout_sequences(database, expl.feature_id, decoder())
-        wrong = pick_floor_explanation(explanations, expl.feature_id, config.scoring.seed)
-        wrong_text = (wrong.text or "") if wrong is not None else FALLBACK_FLOOR_TEXT
+        wrong, wrong_text = _floor(explanations, expl, config.scoring.seed)
         _score_one(database, scorer, expl, cache[expl.feature_id], wrong, wrong_text, run_id,
                    tally, settings)
         progress(i + 1, len(todo))
+
+
+def _floor(explanations: Sequence[Explanation], expl: Explanation,
+           seed: int) -> tuple[Explanation | None, str]:
+    """The wrong explanation scored as ``expl``'s floor (another feature's), and its text."""
+    wrong = pick_floor_explanation(explanations, expl.feature_id, seed)
+    return wrong, (wrong.text or "") if wrong is not None else FALLBACK_FLOOR_TEXT
 
 
 def _score_one(database: Database, scorer: Scorer, expl: Explanation, held: HeldOut,
                wrong: Explanation | None, wrong_text: str, run_id: int | None, tally: _Tally,
                settings: TrustSettings) -> None:
     """Validation score, test score, floor (test) and trust of one explanation, stored."""
-    text = expl.text or ""  # ok explanations have text
-    result = scorer.score(text, held.test, held.scale)
-    validation = scorer.score(text, held.validation, held.scale) if held.validation else None
-    floor = scorer.score(wrong_text, held.test, held.scale)  # same scorer, data; wrong text
-    _store_scored(database, scorer, expl, (result, validation, floor), wrong, wrong_text,
-                  run_id, tally, settings)
+    scored = score_with_floor(scorer, expl.text or "", wrong_text, held.test, held.validation,
+                              held.scale)  # ok explanations have text
+    _store_scored(database, scorer, expl, scored, wrong, wrong_text, run_id, tally, settings)
 
 
 def _store_scored(database: Database, scorer: Scorer, expl: Explanation,
-                  scored: tuple[ScoreResult, ScoreResult | None, ScoreResult],
+                  scored: ScoredSplits,
                   wrong: Explanation | None, wrong_text: str, run_id: int | None,
                   tally: _Tally, settings: TrustSettings) -> None:
     """One explanation's (test, validation, floor) scores, its trust, stored in one go."""
@@ -285,10 +295,7 @@ def _score_items(job: _PoolJob, todo: list[Explanation],
             if expl.feature_id not in cache:
                 cache[expl.feature_id] = heldout_sequences(job.database, expl.feature_id,
                                                            job.decoder())
-            wrong = pick_floor_explanation(job.explanations, expl.feature_id,
-                                           job.config.scoring.seed)
-            floors[expl.id] = (wrong, (wrong.text or "") if wrong is not None
-                               else FALLBACK_FLOOR_TEXT)
+            floors[expl.id] = _floor(job.explanations, expl, job.config.scoring.seed)
             held = cache[expl.feature_id]
             items.append(ScoreItem(expl.id, expl.text or "", held.validation, held.test,
                                    held.scale, floors[expl.id][1]))

@@ -50,18 +50,21 @@ from autolabel.scoring.simulators import (
 )
 from autolabel.scoring.types import (
     SanityReport,
+    ScoredSplits,
     Scorer,
     ScoreResult,
     SimulationParseError,
     Simulator,
+    score_with_floor,
 )
 
 __all__ = [
     "SANITY_VERSION", "SCORER_NAMES", "DetectionScorer", "EchoLogprobSimulator",
     "EmbeddingSimulator", "FuzzingScorer", "JSONSimulator", "LocalLogprobSimulator", "PlantedData",
-    "PlantedFeature", "SanityReport", "ScoreResult", "Scorer", "SimulationParseError",
-    "SimulationScorer", "Simulator", "balanced_accuracy", "cached_sanity_check", "choose_simulator",
-    "expected_digit", "hf_tokenize", "llm_simulator", "make_scorer", "needs_llm", "normalise_truth",
-    "parse_json_predictions", "planted_features", "planted_from_corpus", "pooled_pearson",
-    "roc_auc", "sanity_check", "simulation_lines", "simulation_prefix", "wrong_description",
+    "PlantedFeature", "SanityReport", "ScoreResult", "ScoredSplits", "Scorer",
+    "SimulationParseError", "SimulationScorer", "Simulator", "balanced_accuracy",
+    "cached_sanity_check", "choose_simulator", "expected_digit", "hf_tokenize", "llm_simulator",
+    "make_scorer", "needs_llm", "normalise_truth", "parse_json_predictions", "planted_features",
+    "planted_from_corpus", "pooled_pearson", "roc_auc", "sanity_check", "score_with_floor",
+    "simulation_lines", "simulation_prefix", "wrong_description",
 ]

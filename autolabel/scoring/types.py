@@ -123,3 +123,19 @@ class Scorer(Protocol):
               scale: float) -> ScoreResult:
         """Score ``explanation`` on held-out ``sequences``."""
         ...
+
+
+#: One explanation's scores: test (the reported one), validation (chooses; None without
+#: validation data) and floor (the same scorer on the same test data with a wrong explanation).
+ScoredSplits = tuple[ScoreResult, "ScoreResult | None", ScoreResult]
+
+
+def score_with_floor(scorer: Scorer, text: str, wrong_text: str,
+                     test: Sequence[TextExample], validation: Sequence[TextExample],
+                     scale: float) -> ScoredSplits:
+    """What the score stage stores for one explanation, wherever it is computed (this
+    process or a Ray actor), so both give the same rows."""
+    result = scorer.score(text, test, scale)
+    chosen_by = scorer.score(text, validation, scale) if validation else None
+    floor = scorer.score(wrong_text, test, scale)
+    return result, chosen_by, floor
