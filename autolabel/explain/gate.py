@@ -228,6 +228,7 @@ def _copied(text: str, facts: PromptFacts, threshold: float) -> str | None:
     "never"`` on a feature of closing brackets) — unless one of the example's quoted tokens
     is among the feature's own activating tokens."""
     mine = [w.lower() for w in _WORD.findall(text)]
+    quotes = _quoted(text)
     for example in facts.examples:
         theirs = [w.lower() for w in _WORD.findall(example)]
         if not theirs or not mine:
@@ -236,7 +237,7 @@ def _copied(text: str, facts: PromptFacts, threshold: float) -> str | None:
         contains = len(theirs) >= 3 and _contains(mine, theirs)
         inside = (len(mine) >= 3 and _contains(theirs, mine)
                   and len(mine) >= 0.6 * len(theirs))
-        borrowed = _quoted(text) and _quoted(text) <= _quoted(example)
+        borrowed = bool(quotes) and quotes <= _quoted(example)
         if (similar or contains or inside or borrowed) and not _supported(example,
                                                                           facts.evidence):
             return example
