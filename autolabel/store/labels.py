@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from autolabel.db import Explanation, Score
 
@@ -65,7 +65,82 @@ class Label:
         return self.verdict == "trusted"
 
 
-def choose(rows: Sequence[tuple[Explanation, Score]]) -> tuple[Explanation, Score, str] | None:
+class CandidateLike(Protocol):
+    """What a label reads of an explanation (an ORM ``Explanation`` or a :class:`CandidateRow`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def feature_id(self) -> int: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def explainer(self) -> str: ...
+    @property
+    def llm_model(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def is_best(self) -> bool: ...
+
+
+class ScoreLike(Protocol):
+    """What a label reads of a score (an ORM ``Score`` or a :class:`ScoreRow`)."""
+
+    @property
+    def simulator(self) -> str: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def validation_value(self) -> float | None: ...
+    @property
+    def floor_value(self) -> float | None: ...
+    @property
+    def null_p95(self) -> float | None: ...
+    @property
+    def ci_low(self) -> float | None: ...
+    @property
+    def ci_high(self) -> float | None: ...
+    @property
+    def verdict(self) -> str | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
+
+
+class CandidateRow(NamedTuple):
+    """An explanation's label columns, read as a plain row: building ORM objects was half of
+    a warm server's search time (identity map, attribute instrumentation)."""
+
+    id: int
+    feature_id: int
+    text: str | None
+    explainer: str
+    llm_model: str
+    status: str
+    is_best: bool
+
+
+class ScoreRow(NamedTuple):
+    """A score's label columns, read as a plain row (see :class:`CandidateRow`)."""
+
+    simulator: str
+    value: float | None
+    validation_value: float | None
+    floor_value: float | None
+    null_p95: float | None
+    ci_low: float | None
+    ci_high: float | None
+    verdict: str | None
+    details: dict[str, Any]
+
+
+_CANDIDATE_COLUMNS = tuple(getattr(Explanation, f) for f in CandidateRow._fields)
+_SCORE_COLUMNS = tuple(getattr(Score, f) for f in ScoreRow._fields)
+E = TypeVar("E", bound=CandidateLike)
+S = TypeVar("S", bound=ScoreLike)
+
+
+def choose(rows: Sequence[tuple[E, S]]) -> tuple[E, S, str] | None:
     """The chosen (explanation, score, selected_on) among one feature's scored candidates.
 
     Only ok explanations with an ok score count. With validation values the highest one wins
@@ -89,34 +164,35 @@ def choose(rows: Sequence[tuple[Explanation, Score]]) -> tuple[Explanation, Scor
     return None
 
 
-def had_validation_split(score: Score) -> bool:
+def had_validation_split(score: ScoreLike) -> bool:
     """Whether ``score`` was made on a collection with validation examples (the score stage
     then keeps the validation result in ``details``, even when its value is undefined)."""
     return (score.details or {}).get("validation") is not None
 
 
 def scored_rows(session: Session, feature_ids: Sequence[int],
-                scorer: str) -> dict[int, list[tuple[Explanation, Score]]]:
+                scorer: str) -> dict[int, list[tuple[CandidateRow, ScoreRow]]]:
     """Per feature, its explanations' ``scorer`` scores under the simulator used last.
 
     A database can hold one scorer's scores under two simulators (an embedding run, then an
     LLM run); mixing them would compare numbers on different scales, so per feature only the
     simulator of the newest score row counts.
     """
-    out: dict[int, list[tuple[Explanation, Score]]] = {}
+    out: dict[int, list[tuple[CandidateRow, ScoreRow]]] = {}
     # Scores are found through their explanations (the unique (explanation_id, scorer, ...)
     # index): with the feature filter on the joined table, SQLite scanned every score of the
-    # scorer instead (26 ms per search at 50k scores, growing with the table).
+    # scorer instead (26 ms per search at 50k scores, growing with the table). Only the
+    # columns a label reads are selected (explanations' settings JSON never is).
     of_features = select(Explanation.id).where(Explanation.feature_id.in_(list(feature_ids)))
-    query = (select(Explanation, Score).join(Score, Score.explanation_id == Explanation.id)
+    query = (select(*_CANDIDATE_COLUMNS, *_SCORE_COLUMNS)
+             .join(Score, Score.explanation_id == Explanation.id)
              .where(Score.explanation_id.in_(of_features.scalar_subquery()),
                     Score.scorer == scorer)
-             .order_by(Explanation.feature_id, Score.id)
-             # explanations' settings JSON is never needed here (decoding JSON was most of a
-             # search's time on a 115-label database)
-             .options(defer(Explanation.settings)))
-    for expl, score in session.execute(query).tuples():
-        out.setdefault(expl.feature_id, []).append((expl, score))
+             .order_by(Explanation.feature_id, Score.id))
+    width = len(CandidateRow._fields)
+    for row in session.execute(query).tuples():
+        expl = CandidateRow(*row[:width])
+        out.setdefault(expl.feature_id, []).append((expl, ScoreRow(*row[width:])))
     for fid, rows in out.items():
         latest = rows[-1][1].simulator
         out[fid] = [(e, s) for e, s in rows if s.simulator == latest]
@@ -128,16 +204,18 @@ def feature_labels(session: Session, feature_ids: Sequence[int],
     """The label of every feature in ``feature_ids`` (each gets one, even if unscored)."""
     ids = list(dict.fromkeys(feature_ids))
     scored = scored_rows(session, ids, scorer)
-    candidates: dict[int, list[Explanation]] = {}
-    for expl in session.scalars(select(Explanation).where(Explanation.feature_id.in_(ids))
-                                .order_by(Explanation.id).options(defer(Explanation.settings))):
+    candidates: dict[int, list[CandidateRow]] = {}
+    query = (select(*_CANDIDATE_COLUMNS).where(Explanation.feature_id.in_(ids))
+             .order_by(Explanation.id))
+    for row in session.execute(query).tuples():
+        expl = CandidateRow(*row)
         candidates.setdefault(expl.feature_id, []).append(expl)
     return {fid: _label(fid, candidates.get(fid, []), scored.get(fid, []), scorer)
             for fid in ids}
 
 
-def _label(fid: int, candidates: Sequence[Explanation],
-           rows: Sequence[tuple[Explanation, Score]], scorer: str) -> Label:
+def _label(fid: int, candidates: Sequence[CandidateRow],
+           rows: Sequence[tuple[CandidateRow, ScoreRow]], scorer: str) -> Label:
     """One feature's label from its candidates and scored rows."""
     chosen = choose(rows)
     if chosen is not None:
