@@ -20,34 +20,6 @@ from click.testing import CliRunner
 from tests.llama_server import llama_server  # noqa: F401  (fixture)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TESTS = Path(__file__).resolve().parent
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Schedule for pytest-xdist's two workers (``-n 2 --dist loadgroup`` in pyproject).
-
-    Tests sharing a one-per-worker server run on one worker: every llama.cpp test (a 1.4 GB
-    server each) and every Ray test (one local cluster). The longest tests start first, so
-    that the other worker overlaps them with the rest (longest-first scheduling); the order
-    is stable otherwise.
-    """
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "llama_server" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("llama"))
-        if "ray_cluster" in fixtures or (TESTS / "executors") in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("ray"))
-    items.sort(key=_start_order)
-
-
-def _start_order(item: pytest.Item) -> tuple[int, float]:
-    """Tests marked ``longest(minutes=M)`` first, longest of them first; then the other slow
-    ones; then the rest."""
-    longest = item.get_closest_marker("longest")
-    if longest:
-        return 0, -float(longest.kwargs.get("minutes", 1))
-    return (1 if item.get_closest_marker("slow") else 2), 0.0
 
 
 @pytest.fixture(autouse=True)

@@ -168,7 +168,6 @@ CRASH_POINTS = ["collect:2", "explain:1", "score:3", "embed:1", "report:1"]
 
 
 @pytest.mark.slow
-@pytest.mark.longest(minutes=3)  # measured in CI (--durations)
 def test_sigkill_at_any_point_then_resume_equals_uninterrupted(tiny: dict[str, Path],
                                                                tmp_path: Path) -> None:
     config = write_config(tiny, tmp_path)

@@ -25,7 +25,6 @@ def test_simulation_score_records_simulator_subsets_and_degenerate() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.longest(minutes=5)  # measured in CI (--durations)
 def test_echo_logprob_simulation_against_llama_cpp(llama_server: str) -> None:
     """Score one explanation through a real OpenAI-compatible server's echo + logprobs.
 
