@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from autolabel import db as dbm
-from autolabel.store.labels import VERDICTS, choose, feature_labels
+from autolabel.store.labels import VERDICTS, choose, feature_labels, scored_rows
 from autolabel.store.scores import add_score, mark_best
 from tests.db.rows import sae_row
 
@@ -127,10 +127,7 @@ def test_choose_breaks_ties_towards_the_older_candidate(database: dbm.Database) 
         a, b = add_candidate(s, f, "a", candidate=0), add_candidate(s, f, "b", candidate=1)
         score(s, a, test=0.1, validation=0.5)
         score(s, b, test=0.9, validation=0.5)
-        rows = [(e, sc) for e, sc in s.query(dbm.Explanation, dbm.Score).join(
-            dbm.Score, dbm.Score.explanation_id == dbm.Explanation.id).filter(
-            dbm.Explanation.feature_id == f.id)]
-        chosen = choose(rows)
+        chosen = choose(scored_rows(s, [f.id], "simulation")[f.id])
         assert chosen is not None and chosen[0].id == a.id
 
 

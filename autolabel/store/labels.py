@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -65,48 +65,6 @@ class Label:
         return self.verdict == "trusted"
 
 
-class CandidateLike(Protocol):
-    """What a label reads of an explanation (an ORM ``Explanation`` or a :class:`CandidateRow`)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def feature_id(self) -> int: ...
-    @property
-    def text(self) -> str | None: ...
-    @property
-    def explainer(self) -> str: ...
-    @property
-    def llm_model(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def is_best(self) -> bool: ...
-
-
-class ScoreLike(Protocol):
-    """What a label reads of a score (an ORM ``Score`` or a :class:`ScoreRow`)."""
-
-    @property
-    def simulator(self) -> str: ...
-    @property
-    def value(self) -> float | None: ...
-    @property
-    def validation_value(self) -> float | None: ...
-    @property
-    def floor_value(self) -> float | None: ...
-    @property
-    def null_p95(self) -> float | None: ...
-    @property
-    def ci_low(self) -> float | None: ...
-    @property
-    def ci_high(self) -> float | None: ...
-    @property
-    def verdict(self) -> str | None: ...
-    @property
-    def details(self) -> dict[str, Any]: ...
-
-
 class CandidateRow(NamedTuple):
     """An explanation's label columns, read as a plain row: building ORM objects was half of
     a warm server's search time (identity map, attribute instrumentation)."""
@@ -136,11 +94,10 @@ class ScoreRow(NamedTuple):
 
 _CANDIDATE_COLUMNS = tuple(getattr(Explanation, f) for f in CandidateRow._fields)
 _SCORE_COLUMNS = tuple(getattr(Score, f) for f in ScoreRow._fields)
-E = TypeVar("E", bound=CandidateLike)
-S = TypeVar("S", bound=ScoreLike)
 
 
-def choose(rows: Sequence[tuple[E, S]]) -> tuple[E, S, str] | None:
+def choose(rows: Sequence[tuple[CandidateRow, ScoreRow]]
+           ) -> tuple[CandidateRow, ScoreRow, str] | None:
     """The chosen (explanation, score, selected_on) among one feature's scored candidates.
 
     Only ok explanations with an ok score count. With validation values the highest one wins
@@ -164,7 +121,7 @@ def choose(rows: Sequence[tuple[E, S]]) -> tuple[E, S, str] | None:
     return None
 
 
-def had_validation_split(score: ScoreLike) -> bool:
+def had_validation_split(score: ScoreRow) -> bool:
     """Whether ``score`` was made on a collection with validation examples (the score stage
     then keeps the validation result in ``details``, even when its value is undefined)."""
     return (score.details or {}).get("validation") is not None
