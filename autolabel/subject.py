@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,53 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "gemma-3-270m"
 _DEFAULT_DIRNAME = "gemma-3-270m"
 _CONVERTED_MARKER = "autolabel_source.txt"
+MEMO_BYTES = 2 << 30  # residuals a memo may hold (the default SAE's 300k tokens take ~0.8 GB)
+
+
+class ResidualMemo:
+    """Residuals of one pass, kept for a later pass over the very same batches.
+
+    The offline default SAE is trained on the corpus's first 300k tokens, and the collection
+    that follows streams the same windows in the same batches. On a CPU the forward pass is
+    most of a first run, so keeping those residuals (~0.8 GB) instead of recomputing them saves
+    ~40% of its forward work. An entry is keyed by the batch's exact token ids and mask (so a
+    different batch can never get it) and handed out once, which frees it.
+    """
+
+    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.recording = True
+        self.hits = 0
+        self._bytes = 0
+        self._kept: dict[bytes, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @staticmethod
+    def _key(input_ids: Tensor, attention_mask: Tensor) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        for t in (input_ids, attention_mask):
+            digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.digest()
+
+    def keep(self, input_ids: Tensor, attention_mask: Tensor, resid: Tensor) -> None:
+        """Remember ``resid`` for this batch while recording and under the byte budget."""
+        size = resid.element_size() * resid.nelement()
+        if self.recording and self._bytes + size <= self.max_bytes:
+            self._kept[self._key(input_ids, attention_mask)] = resid
+            self._bytes += size
+
+    def take(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor | None:
+        """The kept residuals of exactly this batch (forgotten once taken), or None."""
+        if not self._kept:
+            return None
+        resid = self._kept.pop(self._key(input_ids, attention_mask), None)
+        if resid is not None:
+            self.hits += 1
+            self._bytes -= resid.element_size() * resid.nelement()
+        return resid
 
 
 @dataclass
@@ -45,6 +92,7 @@ class SubjectModel:
     n_layers: int
     device: torch.device
     dtype: torch.dtype
+    memo: ResidualMemo | None = field(default=None, repr=False)  # see ResidualMemo
 
     @property
     def hook_name(self) -> str:
@@ -68,7 +116,18 @@ class SubjectModel:
 
         Position ids come from the attention mask, so left- and right-padded batches give the same
         activations on real tokens as unpadded ones (the GGUF tokenizer pads on the left).
+        A batch the attached :class:`ResidualMemo` kept is answered from it, not recomputed.
         """
+        memo = self.memo
+        kept = memo.take(input_ids, attention_mask) if memo is not None else None
+        if kept is not None:
+            return kept
+        resid = self._forward(input_ids, attention_mask)
+        if memo is not None:
+            memo.keep(input_ids, attention_mask, resid)
+        return resid
+
+    def _forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         import torch  # heavy (~3 s); a run with nothing to collect never loads it
         ids = input_ids.to(self.device)
         mask = attention_mask.to(self.device).long()
