@@ -21,7 +21,9 @@ verdicts, and at equal relevance a trusted label ranks before a weak one, and so
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,7 @@ import numpy as np
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from autolabel.db import Database
+from autolabel.db import Database, sqlite_path
 from autolabel.embed import LOCAL_MODEL, Embedder, get_embedder
 from autolabel.errors import InputError, NotFoundError
 from autolabel.search.vectors import OpenIndex, open_index
@@ -350,16 +352,43 @@ def _check_arguments(query: str, mode: str, limit: int) -> None:
         raise InputError("empty search query; give some words, e.g. 'months of the year'")
 
 
+_AHEAD: ThreadPoolExecutor | None = None
+_AHEAD_LOCK = threading.Lock()
+
+
+def _keyword_ahead(database: Database, query: str, filters: SearchFilters, depth: int,
+                   need: int) -> Future[list[Candidate]] | None:
+    """Start a hybrid search's first keyword fetch on its own connection, to run while the
+    query is embedded: SQLite's full-text search and numpy's matrix products both release the
+    GIL, so on two cores hybrid costs about the slower of the two, not their sum. None for an
+    in-memory SQLite database, whose one connection cannot be shared between threads."""
+    global _AHEAD
+    if database.dialect == "sqlite" and sqlite_path(database.url) is None:
+        return None
+    with _AHEAD_LOCK:
+        if _AHEAD is None:
+            _AHEAD = ThreadPoolExecutor(max_workers=4, thread_name_prefix="autolabel-keyword")
+
+    def fetch() -> list[Candidate]:
+        with database.engine.connect() as conn:
+            return keyword_candidates(conn, query, filters, depth, need=need, fallback=False)
+
+    return _AHEAD.submit(fetch)
+
+
 def search(database: Database, query: str, *, mode: str = "hybrid",
            filters: SearchFilters = SearchFilters(), limit: int = 10,  # noqa: B008
            embedder: Embedder | None = None) -> list[SearchHit]:
     """Features whose explanations best match ``query``; see the module doc for the modes."""
     _check_arguments(query, mode, limit)
     model = None if mode == "keyword" else (embedder.name if embedder else LOCAL_MODEL)
+    start_depth = max(limit * 4, 50) if mode == "hybrid" else limit * 4
     with database.engine.connect() as conn:
         _require_searchable(conn, mode, model, filters)
         index: OpenIndex | None = None
         qvec: np.ndarray | None = None
+        ahead = (_keyword_ahead(database, query, filters, start_depth, limit)
+                 if mode == "hybrid" else None)
         if mode != "keyword":
             index = open_index(database, model or LOCAL_MODEL, conn)
             qvec = (embedder or get_embedder(model or LOCAL_MODEL)).embed([query])[0]
@@ -368,8 +397,9 @@ def search(database: Database, query: str, *, mode: str = "hybrid",
             lists: list[list[Candidate]] = []
             exhausted = True
             if mode != "semantic":
-                kw = keyword_candidates(conn, query, filters, depth, need=limit,
-                                        fallback=mode == "keyword")
+                kw = (ahead.result() if ahead is not None and depth == start_depth else
+                      keyword_candidates(conn, query, filters, depth, need=limit,
+                                         fallback=mode == "keyword"))
                 exhausted &= len(kw) < depth
                 lists.append(kw)
             if mode != "keyword":
@@ -380,6 +410,5 @@ def search(database: Database, query: str, *, mode: str = "hybrid",
             return (lists[0] if len(lists) == 1 else rrf(lists)), exhausted
 
         check = LabelCheck(conn, filters)
-        start_depth = max(limit * 4, 50) if mode == "hybrid" else limit * 4
         picked = _until_enough(fetch, check, limit, start_depth)
         return _hydrate(conn, picked, check, mode)

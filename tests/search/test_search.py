@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -118,3 +119,37 @@ def test_hybrid_fuses_both_rankings(database: Database, small: dict[str, Any]) -
     assert hits[0].feature == "gemma-l6:3" and hits[0].mode == "hybrid"
     # Ranked first by both: 1/(60+1) + 1/(60+1).
     assert hits[0].rank_score == pytest.approx(2 / 61)
+
+
+def test_hybrid_keyword_fetch_runs_beside_the_embedding_with_the_same_hits(
+        database: Database, small: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first keyword fetch runs on its own connection while the query is embedded; the
+    hits are those of doing one after the other."""
+    from autolabel.search import ranking
+
+    embed_missing(database, HASH)
+    seen: list[str] = []
+    fetch = ranking.keyword_candidates
+
+    def keyword(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.current_thread().name)
+        return fetch(*args, **kwargs)
+
+    monkeypatch.setattr(ranking, "keyword_candidates", keyword)
+    together = search(database, "court citations months", embedder=HASH)
+    assert seen and all(name.startswith("autolabel-keyword") for name in seen)
+    monkeypatch.setattr(ranking, "_keyword_ahead", lambda *args: None)
+    seen.clear()
+    apart = search(database, "court citations months", embedder=HASH)
+    assert seen == [threading.current_thread().name]
+    assert together == apart
+
+
+def test_hybrid_on_in_memory_sqlite_stays_on_its_one_connection() -> None:
+    from autolabel import db as dbm
+    from tests.search.helpers import add_sae
+
+    memory = dbm.open_database("sqlite://")
+    add_explanation(memory, add_feature(memory, add_sae(memory, "mem", 1), 1), "court cases")
+    embed_missing(memory, HASH)
+    assert [h.feature for h in search(memory, "court", embedder=HASH)] == ["mem:1"]
