@@ -142,3 +142,32 @@ def test_open_refuses_a_schema_the_upgrade_left_wrong(sqlite_url: str,
     monkeypatch.setattr(migrate, "upgrade", stale_upgrade)
     with pytest.raises(DatabaseError, match="schema differs from the models.*db check"):
         dbm.open_database(sqlite_url)
+
+
+def test_the_fast_head_check_agrees_with_alembic(sqlite_url: str) -> None:
+    """open_database decides "already at head" without importing alembic; same answer."""
+    assert migrate.shipped_head() == migrate.head_revision()
+    engine = dbm.make_engine(sqlite_url)
+    assert not migrate.at_head(engine)  # empty: no alembic_version table yet
+    migrate.upgrade(engine, "0011")
+    assert not migrate.at_head(engine)  # one behind
+    migrate.upgrade(engine)
+    assert migrate.at_head(engine)
+    engine.dispose()
+
+
+def test_the_fast_head_check_defers_to_alembic_when_unsure(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path,
+                                                           sqlite_url: str) -> None:
+    branchy = tmp_path / "migrations"
+    (branchy / "versions").mkdir(parents=True)
+    for name, body in {"a.py": 'revision = "a"\ndown_revision = None\n',
+                       "b.py": 'revision = "b"\ndown_revision = "a"\n',
+                       "c.py": 'revision = "c"\ndown_revision = "a"\n'}.items():
+        (branchy / "versions" / name).write_text(body)
+    monkeypatch.setattr(migrate, "migrations_dir", lambda: branchy)
+    assert migrate.shipped_head() is None  # two heads: alembic has to say
+    asked: list[bool] = []
+    monkeypatch.setattr(migrate, "current_revision", lambda engine: asked.append(True) or "b")
+    monkeypatch.setattr(migrate, "head_revision", lambda: "b")
+    assert migrate.at_head(dbm.make_engine(sqlite_url)) and asked
