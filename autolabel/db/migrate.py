@@ -106,7 +106,8 @@ def shipped_head() -> str | None:
     """The head revision read from the text of the shipped scripts (~1 ms, no alembic
     import); None unless every script names one revision and one parent and there is exactly
     one head, in which case the caller asks alembic."""
-    revisions, parents = set(), set()
+    revisions: set[str] = set()
+    parents: set[str] = set()
     for path in sorted((migrations_dir() / "versions").glob("*.py")):
         text = path.read_text(encoding="utf-8")
         revision, down = _REVISION.findall(text), _DOWN_REVISION.findall(text)
