@@ -380,8 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = LocalEmbedder()
     t0 = time.perf_counter()
     # Small batches, so the numpy MiniLM does it: once sentence-transformers is loaded in a
-    # process, LocalEmbedder embeds queries with it too (measured 28 ms against 16 ms), and the
-    # in-process figures below would no longer be what the CLI and the server do.
+    # process, LocalEmbedder embeds queries with it too (28.2 ms against 14.6 ms in
+    # RESULTS.md), and the in-process figures below would no longer be what the CLI and the
+    # server do.
     word_vecs = np.concatenate([embedder.embed(vocab[i:i + SMALL_BATCH])
                                 for i in range(0, len(vocab), SMALL_BATCH)])
     rate = len(vocab) / (time.perf_counter() - t0)
